@@ -1,0 +1,226 @@
+"""Generate the CustomResourceDefinitions from the pydantic API types.
+
+Pydantic's JSON schema is close to, but not, a Kubernetes structural schema. This module fixes the
+differences: ``$ref``s are inlined, ``anyOf [X, null]`` becomes ``nullable``, ``anyOf [integer,
+string]`` becomes ``x-kubernetes-int-or-string``, titles go, ``const`` becomes a one-value enum, and
+Kubernetes markers carried in ``json_schema_extra`` (CEL validations, list types) are kept where
+they belong. ``python -m edgespec.api.crdgen`` writes ``crds/``; a test regenerates and diffs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from edgespec.api.base import GROUP, VERSION
+from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
+from edgespec.api.profile import EdgeProfileSpec
+
+JsonSchema = dict[str, Any]
+
+_DROP_KEYS = {"title", "examples"}
+
+
+def _resolve(node: Any, defs: dict[str, JsonSchema]) -> Any:
+    """Inline refs and rewrite pydantic idioms into structural-schema idioms, recursively."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node.pop("$ref").split("/")[-1]])
+        target.update(node)  # field-level description/default win over the referenced model's
+        node = target
+    if "allOf" in node and len(node["allOf"]) == 1:
+        inner = node.pop("allOf")[0]
+        inner.update(node)
+        node = inner
+    if "anyOf" in node:
+        options = node.pop("anyOf")
+        non_null = [o for o in options if o.get("type") != "null"]
+        kinds = sorted(o.get("type", "") for o in non_null)
+        if len(non_null) < len(options):
+            node["nullable"] = True
+        if kinds == ["integer", "string"]:
+            node["x-kubernetes-int-or-string"] = True
+        elif len(non_null) == 1:
+            merged = dict(non_null[0])
+            merged.update(node)
+            node = _resolve(merged, defs)
+        else:
+            raise ValueError(f"cannot express anyOf {options!r} in a structural schema")
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if node.get("additionalProperties") is False:
+        del node["additionalProperties"]  # structural schemas prune unknown fields instead
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[plain] = node.pop(bound)  # OpenAPI v3.0 spells exclusive bounds as a flag
+            node[bound] = True
+    if node.get("x-kubernetes-int-or-string"):
+        node.pop("type", None)
+    out: JsonSchema = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _resolve(value, defs)
+        elif key == "default" and value in ([], {}):
+            continue  # an empty default adds noise to every object; absence means the same
+        else:
+            out[key] = _resolve(value, defs) if isinstance(value, dict | list) and key != "enum" else value
+    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("format") == "date-time":
+        out["type"] = "string"
+    return out
+
+
+def structural_schema(model: type[BaseModel]) -> JsonSchema:
+    """The model's OpenAPI v3 structural schema, as the CRD's ``openAPIV3Schema`` expects it."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    resolved: JsonSchema = _resolve(raw, defs)
+    return resolved
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    scope: str,
+    spec_schema: JsonSchema,
+    status_schema: JsonSchema | None,
+    columns: list[dict[str, str]],
+    categories: list[str],
+) -> dict[str, Any]:
+    properties: JsonSchema = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec_schema,
+    }
+    version: dict[str, Any] = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": {"type": "object", "required": ["spec"], "properties": properties}},
+        "additionalPrinterColumns": columns,
+    }
+    if status_schema is not None:
+        properties["status"] = status_schema
+        version["subresources"] = {"status": {}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": scope,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": categories,
+            },
+            "versions": [version],
+        },
+    }
+
+
+def build_crds() -> dict[str, dict[str, Any]]:
+    """File name -> CRD object, for every kind of the API."""
+    deployment = _crd(
+        kind="SpeculativeDeployment",
+        plural="speculativedeployments",
+        short_names=["specdeploy", "sd"],
+        scope="Namespaced",
+        spec_schema=structural_schema(SpeculativeDeploymentSpec),
+        status_schema=structural_schema(SpeculativeDeploymentStatus),
+        categories=["edgespec"],
+        columns=[
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Objective", "type": "string", "jsonPath": ".spec.objective.kind"},
+            {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+            {
+                "name": "K",
+                "type": "string",
+                "jsonPath": ".status.kSummary",
+                "description": "Chosen K per class",
+            },
+            {
+                "name": "Nodes",
+                "type": "string",
+                "jsonPath": ".status.nodesSummary",
+                "description": "Nodes per class",
+            },
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+    profile = _crd(
+        kind="EdgeProfile",
+        plural="edgeprofiles",
+        short_names=["edgeprof", "ep"],
+        scope="Cluster",
+        spec_schema=structural_schema(EdgeProfileSpec),
+        status_schema=None,
+        categories=["edgespec"],
+        columns=[
+            {"name": "Class", "type": "string", "jsonPath": ".spec.deviceClass"},
+            {"name": "Draft", "type": "string", "jsonPath": ".spec.draftModel"},
+            {"name": "Quant", "type": "string", "jsonPath": ".spec.quantization"},
+            {"name": "Target", "type": "string", "jsonPath": ".spec.targetModel"},
+            {"name": "Tok/s", "type": "number", "jsonPath": ".spec.draftTokensPerS"},
+            {"name": "Watts", "type": "number", "jsonPath": ".spec.powerWatts"},
+            {"name": "Measured", "type": "date", "jsonPath": ".spec.measuredAt"},
+        ],
+    )
+    return {
+        f"{GROUP}_speculativedeployments.yaml": deployment,
+        f"{GROUP}_edgeprofiles.yaml": profile,
+    }
+
+
+HEADER = "# Generated by `python -m edgespec.api.crdgen` from operator/edgespec/api; do not edit.\n"
+
+
+def render(crd: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(crd, sort_keys=False, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write (or --check) the CRDs generated from the API types.")
+    parser.add_argument("--out", type=Path, default=Path("crds"), help="output directory (default: crds)")
+    parser.add_argument("--check", action="store_true", help="fail if the files differ from the types")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, crd in build_crds().items():
+        path = args.out / name
+        text = render(crd)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            args.out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"stale CRDs: {', '.join(stale)}; run: python -m edgespec.api.crdgen", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

