@@ -1,0 +1,688 @@
+"""Start, stop and inspect a real local Kubernetes control plane with KWOK-emulated nodes.
+
+A cluster is a data directory (default ``${EDGESPEC_CACHE:-~/.cache/edgespec}/clusters/<name>``)
+holding its PKI (a CA, client certificates, service-account signing keys, made with the
+``openssl`` CLI), the etcd data, one log per component under ``logs/``, the admin ``kubeconfig``
+and ``pids.json``. :meth:`Cluster.start` runs etcd, kube-apiserver (RBAC on), kube-controller-
+manager, kube-scheduler and the KWOK controller, each in its own process group on free loopback
+ports, waits until each is healthy (a timeout names the log to read), then creates the node fleet.
+:meth:`Cluster.stop` kills exactly the processes recorded in ``pids.json``; with
+``die_with_parent=True`` (the pytest fixture) the kernel also kills them if the parent dies.
+CLI: ``python -m edgespec_dev.cluster start|stop|status [--name N] [--nodes FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgespec_dev import nodes as fleet
+from edgespec_dev import tools
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+POD_CIDR = "10.128.0.1/10"  # KWOK hands out pod IPs starting here
+_PR_SET_PDEATHSIG = 1
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started or used; the message says which log to read."""
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl failed; unlike its base class, the message includes kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr or ''}".rstrip()
+
+
+@dataclass
+class Ports:
+    """Loopback ports of one cluster; reused on restart when still free."""
+
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+
+def default_data_dir(name: str) -> Path:
+    """Where the cluster called ``name`` keeps its state."""
+    return tools.cache_dir() / "clusters" / name
+
+
+class Cluster:
+    """One local cluster, identified by its data directory."""
+
+    def __init__(self, data_dir: Path | None = None, name: str = "edgespec") -> None:
+        self.name = name
+        self.data_dir = (data_dir or default_data_dir(name)).resolve()
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ---- paths -------------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (user ``admin`` in group ``system:masters``)."""
+        return self.data_dir / "kubeconfig"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    def log_path(self, component: str) -> Path:
+        """The log file of ``component`` (one of :data:`COMPONENTS`)."""
+        return self.data_dir / "logs" / f"{component}.log"
+
+    @property
+    def server(self) -> str:
+        """The API server URL, from the kubeconfig."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        return str(config["clusters"][0]["cluster"]["server"])
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(
+        self,
+        node_manifests: Sequence[fleet.Manifest] | None = None,
+        *,
+        die_with_parent: bool = False,
+        timeout_s: float = 120.0,
+    ) -> None:
+        """Start every component, wait until healthy, then apply ``node_manifests`` (the default
+        fleet when None) and wait until those nodes are Ready. Stops what it started on error."""
+        running = [c for c, state in self.status().items() if state.startswith("running")]
+        if running:
+            raise ClusterError(
+                f"cluster {self.name!r} in {self.data_dir} is already running ({', '.join(running)});"
+                f" run `python -m edgespec_dev.cluster stop --name {self.name}` first"
+            )
+        binaries = {name: tools.ensure(name) for name in (*COMPONENTS[:4], "kwok", "kubectl")}
+        stages = tools.kwok_stages()
+        started = time.monotonic()
+        try:
+            for directory in (self.data_dir / "logs", self.pki_dir, self.data_dir / "etcd"):
+                directory.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / "etcd").chmod(0o700)
+            self._make_pki()
+            ports = self._choose_ports()
+            self._write_kubeconfigs(ports)
+            deadline = time.monotonic() + timeout_s
+            self._spawn("etcd", [str(binaries["etcd"]), *self._etcd_args(ports)], die_with_parent)
+            self._wait_http("etcd", f"http://127.0.0.1:{ports.etcd_client}/health", None, deadline)
+            self._spawn(
+                "kube-apiserver",
+                [str(binaries["kube-apiserver"]), *self._apiserver_args(ports)],
+                die_with_parent,
+            )
+            self._wait_http(
+                "kube-apiserver",
+                f"https://127.0.0.1:{ports.apiserver}/readyz",
+                self._admin_ssl_context(),
+                deadline,
+            )
+            for component, args in (
+                ("kube-controller-manager", self._controller_manager_args(ports)),
+                ("kube-scheduler", self._scheduler_args(ports)),
+                ("kwok", self._kwok_args(ports, stages)),
+            ):
+                self._spawn(component, [str(binaries[component]), *args], die_with_parent)
+            insecure = ssl.create_default_context()
+            insecure.check_hostname = False
+            insecure.verify_mode = ssl.CERT_NONE  # self-signed health endpoints on loopback
+            self._wait_http(
+                "kube-controller-manager",
+                f"https://127.0.0.1:{ports.controller_manager}/healthz",
+                insecure,
+                deadline,
+            )
+            self._wait_http(
+                "kube-scheduler", f"https://127.0.0.1:{ports.scheduler}/healthz", insecure, deadline
+            )
+            self._wait_http("kwok", f"http://127.0.0.1:{ports.kwok}/healthz", None, deadline)
+            # Pods are rejected until the ServiceAccount controller has made "default".
+            self._wait_until(
+                "kube-controller-manager",
+                "the default ServiceAccount",
+                lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+                deadline,
+            )
+            manifests = fleet.default_fleet() if node_manifests is None else node_manifests
+            if manifests:
+                self.apply_nodes(manifests, timeout_s=max(10.0, deadline - time.monotonic()))
+        except BaseException:
+            # Includes Ctrl-C: leave no half-started cluster behind.
+            self.stop()
+            raise
+        _say(f"cluster {self.name!r} up in {time.monotonic() - started:.1f}s")
+
+    def stop(self, timeout_s: float = 15.0) -> list[str]:
+        """Stop every recorded component (SIGTERM, then SIGKILL); returns the ones stopped."""
+        records = self._read_pids()
+        alive = {
+            component: record["pid"]
+            for component, record in records.items()
+            if _is_same_process(record["pid"], record["start_ticks"])
+        }
+        for component in reversed(COMPONENTS):
+            if component in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(alive[component], signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for component, pid in alive.items():
+            while _is_same_process(pid, records[component]["start_ticks"]):
+                self._reap(component)
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                    time.sleep(0.1)
+                    self._reap(component)
+                    break
+                time.sleep(0.05)
+        for component in list(self._processes):
+            self._reap(component)
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "pids.json").unlink()
+        return [c for c in COMPONENTS if c in alive]
+
+    def status(self) -> dict[str, str]:
+        """Each component -> ``running (pid N)`` or ``stopped``."""
+        records = self._read_pids()
+        states = {}
+        for component in COMPONENTS:
+            record = records.get(component)
+            if record and _is_same_process(record["pid"], record["start_ticks"]):
+                states[component] = f"running (pid {record['pid']})"
+            else:
+                states[component] = "stopped"
+        return states
+
+    # ---- using the cluster -------------------------------------------------------------------
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout_s: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl against this cluster; raises :class:`KubectlError` if
+        ``check`` and it fails."""
+        command = [str(tools.ensure("kubectl")), "--kubeconfig", str(self.kubeconfig), *args]
+        result = subprocess.run(
+            command,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, command, result.stdout, result.stderr)
+        return result
+
+    def apply_nodes(
+        self, manifests: Sequence[fleet.Manifest], *, wait: bool = True, timeout_s: float = 60.0
+    ) -> None:
+        """Create or update KWOK nodes, then (by default) wait until they are Ready."""
+        annotated = [fleet.with_kwok_annotation(m) for m in manifests]
+        self.kubectl("apply", "-f", "-", input=fleet.to_yaml(annotated), timeout_s=600)
+        if wait:
+            self.wait_for_nodes_ready([m["metadata"]["name"] for m in annotated], timeout_s)
+
+    def add_node(
+        self,
+        name: str,
+        device_class: str,
+        *,
+        wait: bool = True,
+        timeout_s: float = 60.0,
+        **node_options: Any,
+    ) -> fleet.Manifest:
+        """Add one KWOK node of ``device_class`` (known or new); ``node_options`` go to
+        :func:`edgespec_dev.nodes.node_manifest` (arch, cpu, memory, gpus, labels, taints)."""
+        manifest = fleet.node_manifest(name, device_class, **node_options)
+        self.apply_nodes([manifest], wait=wait, timeout_s=timeout_s)
+        return manifest
+
+    def delete_node(self, name: str, *, wait: bool = True) -> None:
+        """Delete a node (its pods are then garbage-collected by the controller manager)."""
+        self.kubectl("delete", "node", name, f"--wait={str(wait).lower()}", "--ignore-not-found")
+
+    def wait_for_nodes_ready(self, names: Iterable[str], timeout_s: float = 60.0) -> None:
+        """Block until every named node has condition Ready=True."""
+        wanted = set(names)
+        deadline = time.monotonic() + timeout_s
+        missing: set[str] = wanted
+        while True:
+            listing = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)
+            ready = {
+                item["metadata"]["name"]
+                for item in listing["items"]
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in item.get("status", {}).get("conditions", [])
+                )
+            }
+            missing = wanted - ready
+            if not missing:
+                return
+            self._check_alive("kwok")
+            if time.monotonic() > deadline:
+                shown = ", ".join(sorted(missing)[:10])
+                raise ClusterError(
+                    f"{len(missing)} node(s) not Ready after {timeout_s:.0f}s ({shown}); "
+                    f"see {self.log_path('kwok')}"
+                )
+            time.sleep(0.5)
+
+    # ---- component arguments -----------------------------------------------------------------
+    def _etcd_args(self, ports: Ports) -> list[str]:
+        client = f"http://127.0.0.1:{ports.etcd_client}"
+        peer = f"http://127.0.0.1:{ports.etcd_peer}"
+        return [
+            "--name=edgespec",
+            f"--data-dir={self.data_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=edgespec={peer}",
+            "--listen-metrics-urls=",
+            # A throwaway dev cluster: durability is not worth the fsync latency.
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes=8589934592",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, ports: Ports) -> list[str]:
+        pki = self.pki_dir
+        return [
+            f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports.apiserver}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--allow-privileged=true",
+            # No kubelets or real endpoints: a loopback endpoint for the "kubernetes" Service
+            # would only be rejected and logged every 10 s.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            "--event-ttl=1h",
+        ]
+
+    def _controller_manager_args(self, ports: Ports) -> list[str]:
+        pki = self.pki_dir
+        return [
+            f"--kubeconfig={self.data_dir / 'kube-controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.controller_manager}",
+            f"--cert-dir={pki / 'kube-controller-manager'}",
+            "--leader-elect=false",
+            # Each controller acts as its own ServiceAccount, as in a production cluster.
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--cluster-name={self.name}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # Defaults (20 QPS) make garbage collection crawl with hundreds of nodes and pods.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--profiling=false",
+        ]
+
+    def _scheduler_args(self, ports: Ports) -> list[str]:
+        return [
+            f"--kubeconfig={self.data_dir / 'kube-scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.scheduler}",
+            f"--cert-dir={self.pki_dir / 'kube-scheduler'}",
+            "--leader-elect=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--profiling=false",
+        ]
+
+    def _kwok_args(self, ports: Ports, stages: Path) -> list[str]:
+        return [
+            f"--kubeconfig={self.data_dir / 'kwok.kubeconfig'}",
+            f"--config={stages}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={fleet.KWOK_ANNOTATION}={fleet.KWOK_ANNOTATION_VALUE}",
+            "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=10.255.255.254",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{ports.kwok}",
+        ]
+
+    # ---- processes ---------------------------------------------------------------------------
+    def _spawn(self, component: str, command: list[str], die_with_parent: bool) -> None:
+        log_path = self.log_path(component)
+        with open(log_path, "ab") as log:
+            log.write(f"\n===== {time.strftime('%F %T')} {' '.join(command)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,  # own process group: Ctrl-C in the terminal goes to us
+                preexec_fn=_kill_me_with_parent(os.getpid()) if die_with_parent else None,
+            )
+        self._processes[component] = process
+        records = self._read_pids()
+        records[component] = {"pid": process.pid, "start_ticks": _start_ticks(process.pid)}
+        _write_atomically(self.data_dir / "pids.json", json.dumps(records, indent=2))
+
+    def _reap(self, component: str) -> None:
+        process = self._processes.get(component)
+        if process is not None and process.poll() is not None:
+            del self._processes[component]
+
+    def _check_alive(self, component: str) -> None:
+        process = self._processes.get(component)
+        if process is not None and process.poll() is not None:
+            raise ClusterError(
+                f"{component} exited with code {process.returncode}; see "
+                f"{self.log_path(component)}:\n{_tail(self.log_path(component))}"
+            )
+
+    def _wait_http(self, component: str, url: str, context: ssl.SSLContext | None, deadline: float) -> None:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        self._wait_until(component, f"{url} to answer 200", healthy, deadline)
+
+    def _wait_until(self, component: str, what: str, check: Callable[[], bool], deadline: float) -> None:
+        while not check():
+            self._check_alive(component)
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"timed out waiting for {component}: {what}; see {self.log_path(component)}:"
+                    f"\n{_tail(self.log_path(component))}"
+                )
+            time.sleep(0.2)
+
+    def _read_pids(self) -> dict[str, dict[str, int]]:
+        try:
+            data: dict[str, dict[str, int]] = json.loads((self.data_dir / "pids.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return data
+
+    # ---- configuration -----------------------------------------------------------------------
+    def _choose_ports(self) -> Ports:
+        state_path = self.data_dir / "ports.json"
+        previous: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            previous = json.loads(state_path.read_text())
+        chosen: dict[str, int] = {}
+        holders = []
+        for field_name in Ports.__dataclass_fields__:
+            # Keep a restarted cluster's ports (etcd remembers its peer URL) when still free.
+            holder = _bind(previous.get(field_name, 0)) or _bind(0)
+            if holder is None:
+                raise ClusterError("could not find a free loopback port")
+            holders.append(holder)
+            chosen[field_name] = holder.getsockname()[1]
+        for holder in holders:
+            holder.close()
+        ports = Ports(**chosen)
+        _write_atomically(state_path, json.dumps(asdict(ports), indent=2))
+        return ports
+
+    def _make_pki(self) -> None:
+        pki = self.pki_dir
+        if not (pki / "ca.crt").exists():
+            _openssl(
+                "req", "-x509", "-new", "-nodes", "-newkey", "ec",
+                "-pkeyopt", "ec_paramgen_curve:prime256v1", "-sha256", "-days", "3650",
+                "-subj", f"/CN=edgespec-dev-ca-{self.name}",
+                "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"),
+            )  # fmt: skip
+        server_ext = (
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
+            "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+            "DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
+        )
+        client_ext = (
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=clientAuth\n"
+        )
+        leaves = {
+            "apiserver": ("/CN=kube-apiserver", server_ext),
+            "admin": ("/O=system:masters/CN=edgespec-admin", client_ext),
+            "kube-controller-manager": ("/CN=system:kube-controller-manager", client_ext),
+            "kube-scheduler": ("/CN=system:kube-scheduler", client_ext),
+            # KWOK writes status of nodes and pods, leases and events everywhere: a superuser.
+            "kwok": ("/O=system:masters/CN=kwok-controller", client_ext),
+        }
+        for leaf, (subject, extensions) in leaves.items():
+            if (pki / f"{leaf}.crt").exists():
+                continue
+            ext_file = pki / f"{leaf}.ext"
+            ext_file.write_text(extensions)
+            _openssl(
+                "req", "-new", "-nodes", "-newkey", "ec",
+                "-pkeyopt", "ec_paramgen_curve:prime256v1", "-subj", subject,
+                "-keyout", str(pki / f"{leaf}.key"), "-out", str(pki / f"{leaf}.csr"),
+            )  # fmt: skip
+            _openssl(
+                "x509", "-req", "-in", str(pki / f"{leaf}.csr"), "-CA", str(pki / "ca.crt"),
+                "-CAkey", str(pki / "ca.key"), "-set_serial", f"0x{secrets.token_hex(16)}",
+                "-days", "3650", "-sha256", "-extfile", str(ext_file),
+                "-out", str(pki / f"{leaf}.crt"),
+            )  # fmt: skip
+        if not (pki / "sa.key").exists():
+            _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+            _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+        for key in pki.glob("*.key"):
+            key.chmod(0o600)
+
+    def _write_kubeconfigs(self, ports: Ports) -> None:
+        server = f"https://127.0.0.1:{ports.apiserver}"
+        for user, path in (
+            ("admin", self.kubeconfig),
+            ("kube-controller-manager", self.data_dir / "kube-controller-manager.kubeconfig"),
+            ("kube-scheduler", self.data_dir / "kube-scheduler.kubeconfig"),
+            ("kwok", self.data_dir / "kwok.kubeconfig"),
+        ):
+            config = {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": self.name,
+                        "cluster": {
+                            "server": server,
+                            "certificate-authority-data": _b64(self.pki_dir / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": user,
+                        "user": {
+                            "client-certificate-data": _b64(self.pki_dir / f"{user}.crt"),
+                            "client-key-data": _b64(self.pki_dir / f"{user}.key"),
+                        },
+                    }
+                ],
+                "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": user}}],
+                "current-context": self.name,
+                "preferences": {},
+            }
+            _write_atomically(path, yaml.safe_dump(config, sort_keys=False), mode=0o600)
+
+    def _admin_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        context.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        return context
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _kill_me_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn asking Linux to SIGKILL the child when its parent dies (no strays)."""
+    try:
+        libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        libc = None
+
+    def preexec() -> None:
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _start_ticks(pid: int) -> int:
+    """Process start time in clock ticks since boot, to tell a process from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _is_same_process(pid: int, start_ticks: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and (start_ticks == 0 or int(fields[19]) == start_ticks)
+
+
+def _bind(port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _openssl(*args: str) -> None:
+    if shutil.which("openssl") is None:
+        raise ClusterError("the `openssl` CLI is needed to make certificates; install openssl")
+    result = subprocess.run(
+        ["openssl", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(text)
+    temp.chmod(mode)
+    os.replace(temp, path)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m edgespec_dev.cluster start|stop|status``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m edgespec_dev.cluster",
+        description=(
+            "A local Kubernetes cluster (etcd, kube-apiserver, controller manager, scheduler) "
+            "with KWOK-emulated edge and GPU nodes. No Docker; binaries are built once from Go "
+            "modules (see `python -m edgespec_dev.tools list`)."
+        ),
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default="edgespec", help="cluster name (default: edgespec)")
+    common.add_argument(
+        "--data-dir", type=Path, help="state directory (default: $EDGESPEC_CACHE/clusters/<name>)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", parents=[common], help="start the cluster and create its nodes")
+    start.add_argument("--nodes", type=Path, help="YAML file of Node manifests (default: the built-in fleet)")
+    start.add_argument("--scale", type=int, default=0, help="also create N generated nodes (scale tests)")
+    start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (180)")
+    stop = commands.add_parser("stop", parents=[common], help="stop every process of the cluster")
+    stop.add_argument("--delete", action="store_true", help="also delete its data directory")
+    commands.add_parser("status", parents=[common], help="show which components run and the nodes")
+    args = parser.parse_args(argv)
+    cluster = Cluster(args.data_dir, args.name)
+    try:
+        if args.command == "start":
+            manifests = fleet.load_nodes(args.nodes.read_text()) if args.nodes else fleet.default_fleet()
+            manifests += fleet.scale_fleet(args.scale)
+            cluster.start(manifests, timeout_s=args.timeout)
+            print(f"kubeconfig: {cluster.kubeconfig}")
+            print(f"export KUBECONFIG={cluster.kubeconfig}")
+        elif args.command == "stop":
+            stopped = cluster.stop()
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+            if args.delete:
+                shutil.rmtree(cluster.data_dir, ignore_errors=True)
+                print(f"deleted {cluster.data_dir}")
+        else:
+            states = cluster.status()
+            for component, state in states.items():
+                print(f"{component:24} {state}")
+            if states["kube-apiserver"].startswith("running"):
+                print(f"server: {cluster.server}\nkubeconfig: {cluster.kubeconfig}")
+                print(cluster.kubectl("get", "nodes", "-L", fleet.DEVICE_CLASS_LABEL).stdout)
+    except (ClusterError, tools.ToolBuildError, KubectlError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; stopped what had started", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
