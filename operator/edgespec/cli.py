@@ -1,0 +1,425 @@
+"""The ``edgespec`` command: answers "what would you pick for my devices, and why?" from profiles.
+
+Subcommands are registered in ``COMMANDS`` (each adds its parser and a handler returning an exit
+code), so more can be added without touching the others. ``rank`` prints the selection per device
+class as a table, JSON or YAML; ``plot`` writes PNG figures of goodput, cost efficiency and energy
+against K, and of the Pareto front. matplotlib is imported only by ``plot``.
+
+Exit codes: 0 success; 1 some device class has no feasible configuration (the message names the
+binding constraint and the closest configuration); 2 bad usage or input (the message says what to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from edgespec.api.objective import (
+    OBJECTIVE_KINDS,
+    Constraints,
+    Objective,
+    ObjectiveWeights,
+    quantity_to_bytes,
+)
+from edgespec.configspec import (
+    DEFAULT_PRICES_USD_PER_MILLION,
+    Candidate,
+    MissingPriceError,
+    ProfileLoadError,
+    Ranking,
+    load_profiles,
+    rank,
+)
+
+EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace], int]
+SubParsers = Any  # argparse's _SubParsersAction is private; typed loosely on purpose
+
+# --constraint NAME=VALUE: short names (and the Constraints field names in camelCase) -> field
+_CONSTRAINT_FIELDS = {
+    "min-goodput": "min_goodput_tokens_per_s",
+    "max-joules-per-token": "max_joules_per_token",
+    "max-usd-per-million": "max_usd_per_million_tokens",
+    "memory-headroom": "memory_headroom_fraction",
+    "kv-cache": "kv_cache_bytes",
+    "runtime-overhead": "runtime_overhead_bytes",
+}
+_CONSTRAINT_ALIASES = {
+    **_CONSTRAINT_FIELDS,
+    **{Constraints.model_fields[f].alias or f: f for f in _CONSTRAINT_FIELDS.values()},
+}
+
+
+class UsageError(Exception):
+    """Bad input on the command line; the message says what to fix."""
+
+
+def _pairs(values: Sequence[str] | None, option: str, example: str) -> list[tuple[str, str]]:
+    pairs = []
+    for raw in values or []:
+        for item in raw.split(","):
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise UsageError(f"{option} {item!r}: expected NAME=VALUE, e.g. {option} {example}")
+            pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _float(value: str, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{what}: {value!r} is not a number") from None
+
+
+def parse_prices(values: Sequence[str] | None) -> dict[str, float]:
+    return {name: _float(v, f"--price {name}") for name, v in _pairs(values, "--price", "llama-3.1-70b=0.90")}
+
+
+def parse_device_memory(values: Sequence[str] | None) -> dict[str, int]:
+    memory = {}
+    for name, value in _pairs(values, "--device-memory", "rpi5=8Gi"):
+        try:
+            memory[name] = quantity_to_bytes(int(value) if value.isdigit() else value)
+        except ValueError as exc:
+            raise UsageError(f"--device-memory {name}: {exc}") from None
+    return memory
+
+
+def parse_objective(kind: str, weights: str | None) -> Objective:
+    try:
+        if kind != "weighted":
+            if weights is not None:
+                raise UsageError("--weights applies only to --objective weighted")
+            return Objective(kind=kind)
+        if weights is None:
+            raise UsageError("--objective weighted needs --weights, e.g. --weights goodput=2,cost=1,energy=1")
+        parsed: dict[str, float] = {}
+        for name, value in _pairs([weights], "--weights", "goodput=2,cost=1,energy=1"):
+            if name not in ("goodput", "cost", "energy"):
+                raise UsageError(f"--weights: unknown objective {name!r}; use goodput, cost, energy")
+            parsed[name] = _float(value, f"--weights {name}")
+        return Objective(kind="weighted", weights=ObjectiveWeights(**parsed))
+    except ValidationError as exc:
+        raise UsageError(f"--weights: {exc.errors()[0]['msg']}") from None
+
+
+def parse_constraints(values: Sequence[str] | None) -> Constraints:
+    fields: dict[str, Any] = {}
+    for name, value in _pairs(values, "--constraint", "min-goodput=3"):
+        field = _CONSTRAINT_ALIASES.get(name)
+        if field is None:
+            raise UsageError(
+                f"--constraint: unknown constraint {name!r}; use one of {', '.join(_CONSTRAINT_FIELDS)}"
+            )
+        if field in ("kv_cache_bytes", "runtime_overhead_bytes"):
+            fields[field] = int(value) if value.isdigit() else value
+        else:
+            fields[field] = _float(value, f"--constraint {name}")
+    try:
+        return Constraints(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"--constraint: {problems}") from None
+
+
+def parse_k(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        if "-" in value:
+            low, high = (int(v) for v in value.split("-", 1))
+            ks = list(range(low, high + 1))
+        else:
+            ks = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise UsageError(f"--k {value!r}: use a range (2-10) or a list (2,4,8)") from None
+    if not ks or min(ks) < 1:
+        raise UsageError(f"--k {value!r}: speculative lengths must be >= 1")
+    return ks
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every subcommand that runs the ConfigSpec model."""
+    parser.add_argument(
+        "--profiles",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="EdgeProfile YAML files (one or many documents each, or a List from kubectl get -o yaml)",
+    )
+    defaults = ", ".join(f"{k}={v}" for k, v in DEFAULT_PRICES_USD_PER_MILLION.items())
+    parser.add_argument(
+        "--price",
+        action="append",
+        metavar="TARGET=USD",
+        help=f"verification price of a target, USD per million tokens (repeatable). Known: {defaults}",
+    )
+    parser.add_argument(
+        "--device-memory",
+        action="append",
+        metavar="CLASS=QTY",
+        help="allocatable memory of a device class, e.g. rpi5=8Gi (repeatable); others are not checked",
+    )
+    parser.add_argument(
+        "--k", metavar="RANGE", help="speculative lengths: 2-10 or 2,4,8 (default: those profiled)"
+    )
+    parser.add_argument(
+        "--verify-latency",
+        type=float,
+        metavar="SECONDS",
+        help="use this fixed T_verify for every profile (the paper uses 0.5) instead of each profile's own",
+    )
+    parser.add_argument("--target", metavar="NAME", help="only profiles against this target model")
+    parser.add_argument(
+        "--device", action="append", metavar="CLASS", help="only these device classes (repeatable)"
+    )
+
+
+def _objective_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVE_KINDS,
+        default="goodput",
+        help="goodput (tokens/s), cost (tokens per USD), energy (J per token) or weighted (default goodput)",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="W",
+        help="for --objective weighted: goodput=W,cost=W,energy=W (normalised to sum 1)",
+    )
+    constraint_names = ", ".join(_CONSTRAINT_FIELDS)
+    parser.add_argument(
+        "--constraint",
+        action="append",
+        metavar="NAME=VALUE",
+        help=f"a limit every choice must meet (repeatable): {constraint_names}. "
+        "Example: --constraint min-goodput=3 --constraint max-joules-per-token=1.5",
+    )
+
+
+def _run_model(args: argparse.Namespace, objective: Objective | None = None) -> Ranking:
+    profiles = load_profiles(args.profiles)
+    return rank(
+        profiles,
+        objective,
+        parse_constraints(getattr(args, "constraint", None)),
+        prices_usd_per_million=parse_prices(args.price),
+        device_memory_bytes=parse_device_memory(args.device_memory),
+        k_values=parse_k(args.k),
+        verify_latency_s=args.verify_latency,
+        target_model=args.target,
+        device_classes=args.device,
+        runners_up=args.top if hasattr(args, "top") else 3,
+    )
+
+
+# ----- rank -----
+
+
+def _row(mark: str, c: Candidate) -> list[str]:
+    memory = "?" if c.memory_need_bytes is None else f"{c.memory_need_bytes / 1024**3:.2f}"
+    return [
+        mark,
+        c.draft_model,
+        c.quantization,
+        c.target_model,
+        str(c.k),
+        f"{c.goodput_tokens_per_s:.2f}",
+        f"{c.tokens_per_usd / 1e6:.3f}",
+        f"{c.usd_per_million_tokens:.3f}",
+        f"{c.joules_per_token:.3f}",
+        f"{c.alpha:.3f}",
+        c.acceptance_source,
+        memory,
+    ]
+
+
+_HEADER = [
+    "#",
+    "draft",
+    "quant",
+    "target",
+    "K",
+    "goodput tok/s",
+    "Mtok/USD",
+    "USD/1M tok",
+    "J/token",
+    "alpha",
+    "alpha source",
+    "mem GiB",
+]
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def format_table(ranking: Ranking) -> str:
+    blocks = []
+    for device in ranking.grid.device_names:
+        if device in ranking.infeasible:
+            verdict = ranking.infeasible[device]
+            blocks.append(
+                f"{device}: NO FEASIBLE CONFIGURATION (binding: {verdict.binding_constraint})\n"
+                f"  {verdict.message}"
+            )
+            continue
+        s = ranking.selections[device]
+        budget = (
+            "memory not checked"
+            if s.memory_budget_bytes is None
+            else f"memory budget {s.memory_budget_bytes / 1024**3:.2f} GiB"
+        )
+        lines = [
+            f"{device}: objective {s.objective}; {s.feasible} of {s.configurations} configurations feasible; "
+            f"{budget}",
+            _table(
+                [_HEADER, _row("*", s.choice)]
+                + [_row(str(i), c) for i, c in enumerate(s.runners_up, start=2)]
+            ),
+        ]
+        if s.next_k is not None:
+            lines.append(
+                f"  next-best K for the chosen draft: K={s.next_k.k} "
+                f"({s.next_k.goodput_tokens_per_s:.2f} tokens/s, "
+                f"{s.next_k.joules_per_token:.3f} J/token)"
+            )
+        lines.append(
+            f"  Pareto front (goodput, cost, energy): {len(s.pareto_front)} configurations; "
+            + ", ".join(c.label for c in s.pareto_front[:6])
+            + (" ..." if len(s.pareto_front) > 6 else "")
+        )
+        lines.append(f"  why: {s.reason}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def ranking_document(ranking: Ranking) -> dict[str, Any]:
+    return {
+        "objective": ranking.objective.to_api(),
+        "constraints": ranking.constraints.to_api(),
+        "kValues": [int(k) for k in ranking.grid.k_values],
+        "deviceClasses": {
+            device: (
+                ranking.selections[device].to_dict()
+                if device in ranking.selections
+                else {"infeasible": ranking.infeasible[device].to_dict()}
+            )
+            for device in ranking.grid.device_names
+        },
+    }
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    ranking = _run_model(args, parse_objective(args.objective, args.weights))
+    if args.output == "json":
+        print(json.dumps(ranking_document(ranking), indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(ranking_document(ranking), sort_keys=False), end="")
+    else:
+        print(format_table(ranking))
+    for verdict in ranking.infeasible.values():
+        print(f"edgespec rank: {verdict.message}", file=sys.stderr)
+    return EXIT_INFEASIBLE if ranking.infeasible else EXIT_OK
+
+
+def add_rank_command(subparsers: SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "rank",
+        help="pick the best (draft, quantisation, K) per device class from profiles",
+        description=(
+            "Rank every (draft model, quantisation, target, K) of the given EdgeProfiles per device class "
+            "with the ConfigSpec model, under an objective and constraints, and print the choice, the best "
+            "configuration of each other draft, the Pareto front and the reason."
+        ),
+        epilog=(
+            "examples:\n"
+            "  edgespec rank --profiles samples/profiles/paper-illustrative.yaml\n"
+            "  edgespec rank --profiles p.yaml --objective energy --constraint min-goodput=2 "
+            "--device-memory rpi5=8Gi\n"
+            "  edgespec rank --profiles p.yaml --objective weighted --weights goodput=2,cost=1,energy=1 \\\n"
+            "      -o json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_options(parser)
+    _objective_options(parser)
+    parser.add_argument(
+        "--top", type=int, default=3, metavar="N", help="runners-up to show per class (default 3)"
+    )
+    parser.add_argument(
+        "-o", "--output", choices=("table", "json", "yaml"), default="table", help="output format"
+    )
+    parser.set_defaults(handler=cmd_rank)
+
+
+# ----- plot -----
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from edgespec.configspec.plotting import write_plots  # matplotlib only here
+
+    ranking_by_objective = {
+        kind: _run_model(args, Objective(kind=kind)) for kind in ("goodput", "cost", "energy")
+    }
+    written = write_plots(ranking_by_objective, Path(args.out))
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def add_plot_command(subparsers: SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "plot",
+        help="write PNGs of goodput, cost and energy against K, and the Pareto front",
+        description=(
+            "Write goodput_vs_k.png, cost_vs_k.png, energy_vs_k.png (one panel per device class, one line "
+            "per draft and quantisation, each objective's feasible optimum starred) and pareto.png to --out."
+        ),
+    )
+    _add_model_options(parser)
+    parser.add_argument("--constraint", action="append", metavar="NAME=VALUE", help="as for rank")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the PNG files (created)")
+    parser.set_defaults(handler=cmd_plot)
+
+
+COMMANDS: list[Callable[[SubParsers], None]] = [add_rank_command, add_plot_command]
+"""Registrars of subcommands; each adds its parser and sets ``handler`` (Namespace -> exit code)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgespec",
+        description="edgespec: edge-cloud speculative LLM serving. Choose configurations from profiles.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (UsageError, ProfileLoadError, MissingPriceError, ValueError) as exc:
+        print(f"edgespec {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

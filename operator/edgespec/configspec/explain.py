@@ -1,0 +1,190 @@
+"""Plain-words reasons for a selection and for an infeasible request.
+
+The sentences go into ``kubectl describe`` (status and events) and the ``edgespec rank`` table, so
+they say what was chosen, by how much it leads, what drives K, and what the constraints ruled out,
+with units, in a few lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from edgespec.api.objective import ObjectiveKind
+from edgespec.configspec.candidates import (
+    CONSTRAINT_MAX_COST,
+    CONSTRAINT_MAX_JOULES,
+    CONSTRAINT_MEMORY,
+    CONSTRAINT_MIN_GOODPUT,
+    Candidate,
+)
+
+_HEADLINE: dict[str, str] = {
+    "goodput": "Highest goodput",
+    "cost": "Most tokens per USD",
+    "energy": "Fewest joules per token",
+    "weighted": "Best weighted score",
+}
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 1024**3:.2f} GiB"
+
+
+def metrics_phrase(c: Candidate) -> str:
+    return (
+        f"{c.goodput_tokens_per_s:.2f} tokens/s, {c.tokens_per_usd:,.0f} tokens/USD "
+        f"({c.usd_per_million_tokens:.3f} USD per 1M), {c.joules_per_token:.3f} J/token"
+    )
+
+
+def _objective_value(kind: ObjectiveKind, c: Candidate) -> str:
+    if kind == "goodput":
+        return f"{c.goodput_tokens_per_s:.2f} tokens/s"
+    if kind == "cost":
+        return f"{c.tokens_per_usd:,.0f} tokens/USD"
+    if kind == "energy":
+        return f"{c.joules_per_token:.3f} J/token"
+    return f"score {c.score:.3f}"
+
+
+def _k_sentence(kind: ObjectiveKind, c: Candidate, k_min: int, k_max: int) -> str:
+    drafting_s = c.k / c.draft_tokens_per_s
+    if kind == "goodput":
+        if c.k == k_min and k_min < k_max:
+            return (
+                f"K={c.k} is the shortest allowed: drafting is slow ({c.draft_tokens_per_s:.1f} tokens/s, "
+                f"{drafting_s:.2f} s per round against {c.verify_latency_s:.2f} s to verify), so a longer K "
+                "adds more time than accepted tokens."
+            )
+        if c.k == k_max and k_min < k_max:
+            return (
+                f"K={c.k} is the longest allowed: verification ({c.verify_latency_s:.2f} s per round) "
+                f"dwarfs drafting ({drafting_s:.2f} s at {c.draft_tokens_per_s:.1f} tokens/s), so extra "
+                "draft tokens are nearly free."
+            )
+        return (
+            f"K={c.k} balances drafting ({drafting_s:.2f} s per round at "
+            f"{c.draft_tokens_per_s:.1f} tokens/s) against verification ({c.verify_latency_s:.2f} s): "
+            "one more draft token would cost more time than it adds in expected accepted tokens."
+        )
+    if kind == "cost":
+        return (
+            f"Tokens per USD depend only on acceptance, K and the target's price "
+            f"({c.price_usd_per_million_tokens:.2f} USD per 1M), not on the device: the bonus token counts "
+            f"most at small K, and a draft accepted more often (alpha={c.alpha:.2f} at K={c.k}) wastes fewer "
+            "paid positions."
+        )
+    if kind == "energy":
+        return (
+            f"Energy per token is drafting power times drafting time per committed token "
+            f"({c.power_watts:.1f} W at {c.draft_tokens_per_s:.1f} tokens/s); short rounds spend the least "
+            f"drafting on tokens that are then rejected (alpha={c.alpha:.2f} at K={c.k})."
+        )
+    return ""
+
+
+def selection_reason(
+    *,
+    kind: ObjectiveKind,
+    choice: Candidate,
+    runner_up: Candidate | None,
+    margin: float | None,
+    k_values: tuple[int, int],
+    best: Mapping[str, float],
+    weights: tuple[float, float, float] | None,
+    configurations: int,
+    excluded_by: Mapping[str, int],
+    feasible: int,
+    memory_checked: bool,
+) -> str:
+    """Why ``choice`` won on its device class, in a few sentences."""
+    parts = [
+        f"{_HEADLINE[kind]} on {choice.device_class}: {choice.draft_model} {choice.quantization} "
+        f"(target {choice.target_model}) with K={choice.k}: {metrics_phrase(choice)}."
+    ]
+    if runner_up is None:
+        parts.append("It is the only draft that meets the constraints.")
+    else:
+        lead = f"{margin:.1%} ahead of" if margin is not None else "ahead of"
+        parts.append(
+            f"{lead} the best other draft, {runner_up.draft_model} {runner_up.quantization} "
+            f"(target {runner_up.target_model}) at K={runner_up.k} ({_objective_value(kind, runner_up)})."
+        )
+    if kind == "weighted" and weights is not None:
+        parts.append(
+            f"Weights (normalised): goodput {weights[0]:.2f}, cost {weights[1]:.2f}, "
+            f"energy {weights[2]:.2f}; "
+            f"the choice reaches {choice.goodput_tokens_per_s / best['goodput']:.0%} of the best goodput, "
+            f"{choice.tokens_per_usd / best['cost']:.0%} of the best tokens per USD and "
+            f"{_ratio(best['energy'], choice.joules_per_token):.0%} of the best tokens per joule "
+            "of this class."
+        )
+    else:
+        parts.append(_k_sentence(kind, choice, *k_values))
+    excluded = configurations - feasible
+    if excluded:
+        detail = ", ".join(f"{name} {n}" for name, n in excluded_by.items() if n)
+        parts.append(f"{excluded} of {configurations} configurations ruled out ({detail}).")
+    if not memory_checked:
+        parts.append(f"Memory fit not checked: no allocatable memory given for {choice.device_class}.")
+    return " ".join(p for p in parts if p)
+
+
+def _ratio(best_joules: float, joules: float) -> float:
+    return 1.0 if joules <= 0.0 else best_joules / joules
+
+
+def describe_constraint(name: str, limit: float) -> str:
+    if name == CONSTRAINT_MEMORY:
+        return f"memory budget {gib(limit)}"
+    if name == CONSTRAINT_MIN_GOODPUT:
+        return f"{name} >= {limit:g} tokens/s"
+    if name == CONSTRAINT_MAX_JOULES:
+        return f"{name} <= {limit:g} J/token"
+    if name == CONSTRAINT_MAX_COST:
+        return f"{name} <= {limit:g} USD per 1M tokens"
+    return name
+
+
+def reachable_phrase(name: str, value: float) -> str:
+    """What the best configuration reaches on ``name`` when the other constraints are kept."""
+    if name == CONSTRAINT_MEMORY:
+        return f"the smallest memory need is {gib(value)}"
+    if name == CONSTRAINT_MIN_GOODPUT:
+        return f"the highest goodput reachable is {value:.2f} tokens/s"
+    if name == CONSTRAINT_MAX_JOULES:
+        return f"the lowest energy reachable is {value:.3f} J/token"
+    return f"the lowest cost reachable is {value:.3f} USD per 1M tokens"
+
+
+def infeasible_message(
+    *,
+    device_class: str,
+    binding: str,
+    limit: float,
+    reachable: float | None,
+    jointly_with: list[str],
+    closest: Candidate,
+    violations: Mapping[str, float],
+    configurations: int,
+) -> str:
+    """Why nothing fits on ``device_class`` and what to relax."""
+    text = (
+        f"{device_class}: none of {configurations} configurations meets the constraints. "
+        f"Binding constraint: {describe_constraint(binding, limit)}"
+    )
+    if reachable is not None:
+        text += f"; keeping the other constraints, {reachable_phrase(binding, reachable)}"
+    if jointly_with:
+        text += f"; relaxing it alone is not enough, {', '.join(jointly_with)} also bind"
+    missed = ", ".join(f"{name} by {v:.0%}" for name, v in violations.items() if v > 0.0)
+    text += (
+        f". Closest configuration: {closest.draft_model} {closest.quantization} "
+        f"(target {closest.target_model}) "
+        f"K={closest.k} ({metrics_phrase(closest)}"
+        + (f", needs {gib(closest.memory_need_bytes)}" if closest.memory_need_bytes else "")
+        + f"), missing {missed}. Relax {binding}"
+        + (" or give the device more memory" if binding == CONSTRAINT_MEMORY else "")
+        + ", or profile other drafts."
+    )
+    return text

@@ -1,0 +1,166 @@
+"""PNG figures of a ranking: goodput, cost efficiency and energy against K, and the Pareto front.
+
+Like the ConfigSpec paper's figures: one panel per device class, one line per draft model
+(colour) and quantisation (line style), each line's best K marked with a small star and the
+device class's feasible optimum with a large one. Configurations ruled out by a constraint are
+drawn dotted and faint. matplotlib (Agg backend) is imported here only, never by the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgespec.configspec.selection import Ranking
+
+_QUANT_STYLES = ["-", "--", "-.", ":"]
+
+
+def _metric(ranking: Ranking, kind: str) -> tuple[NDArray[np.float64], str, bool]:
+    m = ranking.metrics
+    if kind == "goodput":
+        return m.goodput_tokens_per_s, "goodput (tokens/s)", False
+    if kind == "cost":
+        return m.tokens_per_usd / 1e6, "cost efficiency (million tokens per USD)", False
+    return m.joules_per_token, "energy (J per token, log scale)", True
+
+
+def _feasible_rows(ranking: Ranking, device: str) -> NDArray[np.bool_]:
+    """Per row of the device: True when the row's best cell is feasible under the memory constraint."""
+    grid = ranking.grid
+    rows = grid.rows_of(device)
+    selection = ranking.selections.get(device)
+    if selection is None or selection.memory_budget_bytes is None:
+        return np.ones(len(rows), dtype=np.bool_)
+    from edgespec.configspec.selection import memory_need_bytes
+
+    need = memory_need_bytes(grid, ranking.constraints)[rows]
+    return np.asarray(need <= selection.memory_budget_bytes, dtype=np.bool_)
+
+
+def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
+    """Write ``{goodput,cost,energy}_vs_k.png`` and ``pareto.png``; ``rankings`` maps each objective
+    kind (goodput, cost, energy) to the ranking under it. Returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    base = rankings["goodput"]
+    grid = base.grid
+    devices = list(grid.device_names)
+    drafts = list(dict.fromkeys(grid.draft_model))
+    quants = list(dict.fromkeys(grid.quantization))
+    cmap = plt.get_cmap("tab10")
+    colour = {d: cmap(i % 10) for i, d in enumerate(drafts)}
+    style = {q: _QUANT_STYLES[i % len(_QUANT_STYLES)] for i, q in enumerate(quants)}
+    ks = grid.k_values
+
+    legend_handles: list[Any] = [Line2D([], [], color=colour[d], lw=2, label=d) for d in drafts]
+    legend_handles += [Line2D([], [], color="0.3", ls=style[q], lw=2, label=q) for q in quants]
+    legend_handles += [
+        Line2D([], [], color="0.3", marker="*", ls="", ms=9, label="best K of a line"),
+        Line2D([], [], color="gold", marker="*", ls="", ms=18, mec="black", label="optimum of the device"),
+        Line2D([], [], color="0.6", ls=":", lw=1, label="ruled out by a constraint"),
+    ]
+
+    for kind in ("goodput", "cost", "energy"):
+        ranking = rankings[kind]
+        values, ylabel, log = _metric(ranking, kind)
+        fig, axes = plt.subplots(1, len(devices), figsize=(5.2 * len(devices), 4.6), squeeze=False)
+        for ax, device in zip(axes[0], devices, strict=True):
+            rows = grid.rows_of(device)
+            fits = _feasible_rows(ranking, device)
+            for row, ok in zip(rows, fits, strict=True):
+                y = values[row]
+                c = colour[grid.draft_model[row]]
+                if ok:
+                    ax.plot(ks, y, color=c, ls=style[grid.quantization[row]], lw=1.6, marker="o", ms=3)
+                    best = int(np.argmin(y) if kind == "energy" else np.argmax(y))
+                    ax.plot(ks[best], y[best], marker="*", color=c, ms=10, mec="black", mew=0.5, ls="")
+                else:
+                    ax.plot(ks, y, color=c, ls=":", lw=1, alpha=0.45)
+            selection = ranking.selections.get(device)
+            if selection is not None:
+                ch = selection.choice
+                y_star = {"goodput": ch.goodput_tokens_per_s, "cost": ch.tokens_per_usd / 1e6}.get(
+                    kind, ch.joules_per_token
+                )
+                ax.plot(ch.k, y_star, marker="*", color="gold", ms=22, mec="black", mew=1.2, ls="", zorder=5)
+                units = {"goodput": "tokens/s", "cost": "M tokens/USD"}.get(kind, "J/token")
+                ax.set_title(
+                    f"{device}\noptimum: {ch.draft_model} {ch.quantization}, K={ch.k} ({y_star:.3g} {units})"
+                )
+            else:
+                ax.set_title(f"{device}\nno feasible configuration")
+            if log:
+                ax.set_yscale("log")
+            ax.margins(y=0.08)
+            ax.set_xlabel("speculative length K (draft tokens per round)")
+            ax.set_ylabel(ylabel)
+            ax.set_xticks(ks)
+            ax.grid(True, alpha=0.3)
+        titles = {
+            "goodput": "Goodput against K (higher is better)",
+            "cost": "Cost efficiency against K (higher is better)",
+            "energy": "Edge energy per token against K (lower is better)",
+        }
+        fig.suptitle(titles[kind], fontsize=13)
+        fig.legend(handles=legend_handles, loc="lower center", ncol=min(len(legend_handles), 7), fontsize=9)
+        fig.tight_layout(rect=(0, 0.14, 1, 0.95))
+        path = out_dir / f"{kind}_vs_k.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    fig, axes = plt.subplots(1, len(devices), figsize=(5.2 * len(devices), 4.8), squeeze=False)
+    scatter = None
+    log_energy = np.log10(np.clip(base.metrics.joules_per_token, 1e-6, None))
+    e_low, e_high = float(log_energy.min()), float(log_energy.max())
+    for ax, device in zip(axes[0], devices, strict=True):
+        selection = base.selections.get(device)
+        rows = grid.rows_of(device)[_feasible_rows(base, device)]
+        g = base.metrics.goodput_tokens_per_s[rows].ravel()
+        cost = base.metrics.tokens_per_usd[rows].ravel() / 1e6
+        e = np.clip(base.metrics.joules_per_token[rows].ravel(), 1e-6, None)
+        scatter = ax.scatter(
+            g, cost, c=np.log10(e), cmap="viridis_r", s=14, alpha=0.55, vmin=e_low, vmax=e_high
+        )
+        if selection is not None:
+            fg = [p.goodput_tokens_per_s for p in selection.pareto_front]
+            fc = [p.tokens_per_usd / 1e6 for p in selection.pareto_front]
+            ax.scatter(fg, fc, facecolors="none", edgecolors="red", s=60, lw=1.3, label="Pareto front")
+            for kind, marker in (("goodput", "*"), ("cost", "D"), ("energy", "P")):
+                sel = rankings[kind].selections.get(device)
+                if sel is not None:
+                    ax.scatter(
+                        [sel.choice.goodput_tokens_per_s],
+                        [sel.choice.tokens_per_usd / 1e6],
+                        marker=marker,
+                        s=170,
+                        c="gold",
+                        edgecolors="black",
+                        zorder=5,
+                        label=f"{kind} optimum: {sel.choice.label}",
+                    )
+        ax.set_title(f"{device}: {0 if selection is None else len(selection.pareto_front)} on the front")
+        ax.set_xlabel("goodput (tokens/s)")
+        ax.set_ylabel("cost efficiency (million tokens per USD)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    if scatter is not None:
+        bar = fig.colorbar(scatter, ax=axes[0].tolist(), shrink=0.85, pad=0.01)
+        bar.set_label("energy, log10(J per token)")
+    fig.suptitle("Pareto front over goodput, cost and energy (feasible configurations, every K)", fontsize=13)
+    path = out_dir / "pareto.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+    return written

@@ -1,0 +1,426 @@
+"""Selection: per device class, the configuration that best serves the objective within the constraints.
+
+``rank`` takes profiles, an ``Objective`` and ``Constraints`` and returns, per device class, either a
+``Selection`` (the choice, the best configuration of each other draft, the margin, the Pareto front
+and a reason) or an ``Infeasible`` verdict naming the binding constraint and the closest
+configuration. ``select`` is the strict form the operator calls: selections, or ``InfeasibleError``.
+Everything is array arithmetic over the ``ProfileGrid``; only the handful of reported configurations
+become Python objects.
+
+Scores are "higher is better": goodput (tokens/s), tokens per USD, tokens per joule (1 / E), or for a
+weighted objective the normalised weights times each metric relative to the best feasible value of
+the device class (energy as best joules per token over the configuration's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgespec.api.objective import Constraints, Objective
+from edgespec.api.profile import EdgeProfileSpec
+from edgespec.configspec.acceptance import ACCEPTANCE_SOURCES
+from edgespec.configspec.candidates import (
+    CONSTRAINT_MAX_COST,
+    CONSTRAINT_MAX_JOULES,
+    CONSTRAINT_MEMORY,
+    CONSTRAINT_MIN_GOODPUT,
+    Candidate,
+    Infeasible,
+    InfeasibleError,
+    Selection,
+)
+from edgespec.configspec.explain import infeasible_message, selection_reason
+from edgespec.configspec.grid import ProfileGrid, build_grid
+from edgespec.configspec.metrics import GridMetrics, compute_metrics
+from edgespec.configspec.pareto import pareto_mask
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The outcome for every device class of a grid."""
+
+    grid: ProfileGrid
+    metrics: GridMetrics
+    objective: Objective
+    constraints: Constraints
+    selections: dict[str, Selection]
+    infeasible: dict[str, Infeasible]
+
+
+def memory_need_bytes(grid: ProfileGrid, constraints: Constraints) -> NDArray[np.int64]:
+    """Per row, bytes the draft needs: measured memory, else model size + KV cache + overhead (0: unknown)."""
+    estimated = grid.model_size_bytes + constraints.kv_cache() + constraints.runtime_overhead()
+    need = np.where(
+        grid.memory_bytes > 0, grid.memory_bytes, np.where(grid.model_size_bytes > 0, estimated, 0)
+    )
+    return np.asarray(need, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Checks:
+    """Per constraint: the limit, a pass mask and a relative violation (>0 fails) over cells."""
+
+    limits: dict[str, float]
+    passes: dict[str, BoolArray]
+    violation: dict[str, FloatArray]
+
+    def feasible(self, shape: tuple[int, ...], skip: str | None = None) -> BoolArray:
+        mask = np.ones(shape, dtype=np.bool_)
+        for name, ok in self.passes.items():
+            if name != skip:
+                mask &= ok
+        return mask
+
+
+def _checks(
+    constraints: Constraints,
+    goodput: FloatArray,
+    joules: FloatArray,
+    usd_per_million: FloatArray,
+    need: NDArray[np.int64],
+    budget: float | None,
+) -> _Checks:
+    limits: dict[str, float] = {}
+    passes: dict[str, BoolArray] = {}
+    violation: dict[str, FloatArray] = {}
+    if budget is not None:
+        need_cells = np.broadcast_to(need[:, np.newaxis].astype(np.float64), goodput.shape)
+        limits[CONSTRAINT_MEMORY] = budget
+        passes[CONSTRAINT_MEMORY] = need_cells <= budget
+        violation[CONSTRAINT_MEMORY] = need_cells / max(budget, 1.0) - 1.0
+    if constraints.min_goodput_tokens_per_s is not None:
+        floor = constraints.min_goodput_tokens_per_s
+        limits[CONSTRAINT_MIN_GOODPUT] = floor
+        passes[CONSTRAINT_MIN_GOODPUT] = goodput >= floor
+        with np.errstate(divide="ignore", over="ignore"):
+            shortfall = 1.0 - goodput / floor if floor > 0 else np.full_like(goodput, -1.0)
+        violation[CONSTRAINT_MIN_GOODPUT] = shortfall
+    if constraints.max_joules_per_token is not None:
+        ceiling = constraints.max_joules_per_token
+        limits[CONSTRAINT_MAX_JOULES] = ceiling
+        passes[CONSTRAINT_MAX_JOULES] = joules <= ceiling
+        violation[CONSTRAINT_MAX_JOULES] = joules / ceiling - 1.0
+    if constraints.max_usd_per_million_tokens is not None:
+        ceiling = constraints.max_usd_per_million_tokens
+        limits[CONSTRAINT_MAX_COST] = ceiling
+        passes[CONSTRAINT_MAX_COST] = usd_per_million <= ceiling
+        violation[CONSTRAINT_MAX_COST] = usd_per_million / ceiling - 1.0
+    return _Checks(limits, passes, violation)
+
+
+def _scores(
+    objective: Objective,
+    goodput: FloatArray,
+    tokens_per_usd: FloatArray,
+    joules: FloatArray,
+    feasible: BoolArray,
+) -> tuple[FloatArray, dict[str, float]]:
+    """Objective score per cell (higher is better) and the best feasible value of each metric."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tokens_per_joule = np.where(joules > 0.0, 1.0 / joules, np.inf)
+    any_feasible = bool(feasible.any())
+    best = {
+        "goodput": float(goodput[feasible].max()) if any_feasible else float("nan"),
+        "cost": float(tokens_per_usd[feasible].max()) if any_feasible else float("nan"),
+        "energy": float(joules[feasible].min()) if any_feasible else float("nan"),
+    }
+    if objective.kind == "goodput":
+        return goodput, best
+    if objective.kind == "cost":
+        return tokens_per_usd, best
+    if objective.kind == "energy":
+        return np.asarray(tokens_per_joule, dtype=np.float64), best
+    assert objective.weights is not None  # the Objective validator guarantees it
+    w_goodput, w_cost, w_energy = objective.weights.normalised()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        energy_part = np.where(joules > 0.0, best["energy"] / joules, 1.0)
+        score = (
+            w_goodput * goodput / best["goodput"]
+            + w_cost * tokens_per_usd / best["cost"]
+            + w_energy * energy_part
+        )
+    return np.asarray(score, dtype=np.float64), best
+
+
+def _candidate(
+    grid: ProfileGrid,
+    metrics: GridMetrics,
+    need: NDArray[np.int64],
+    score: FloatArray,
+    row: int,
+    col: int,
+    local_row: int,
+) -> Candidate:
+    return Candidate(
+        device_class=grid.device_class[row],
+        draft_model=grid.draft_model[row],
+        quantization=grid.quantization[row],
+        target_model=grid.target_model[row],
+        k=int(grid.k_values[col]),
+        goodput_tokens_per_s=float(metrics.goodput_tokens_per_s[row, col]),
+        tokens_per_usd=float(metrics.tokens_per_usd[row, col]),
+        joules_per_token=float(metrics.joules_per_token[row, col]),
+        alpha=float(grid.alpha[row, col]),
+        acceptance_source=ACCEPTANCE_SOURCES[int(grid.acceptance_source[row, col])],
+        draft_tokens_per_s=float(grid.draft_tokens_per_s[row]),
+        power_watts=float(grid.power_watts[row]),
+        verify_latency_s=float(grid.verify_latency_s[row, col]),
+        price_usd_per_million_tokens=float(grid.price_usd_per_million_tokens[row]),
+        memory_need_bytes=int(need[row]) if need[row] > 0 else None,
+        score=float(score[local_row, col]),
+    )
+
+
+def _margin(choice: float, runner_up: float) -> float | None:
+    if not (np.isfinite(choice) and np.isfinite(runner_up)) or runner_up <= 0.0:
+        return None
+    return choice / runner_up - 1.0
+
+
+def rank_grid(
+    grid: ProfileGrid,
+    objective: Objective | None = None,
+    constraints: Constraints | None = None,
+    *,
+    metrics: GridMetrics | None = None,
+    device_memory_bytes: Mapping[str, int] | None = None,
+    runners_up: int = 3,
+    pareto: bool = True,
+) -> Ranking:
+    """Rank every device class of ``grid``; see ``rank`` for the arguments."""
+    objective = objective or Objective()
+    constraints = constraints or Constraints()
+    metrics = metrics or compute_metrics(grid)
+    need = memory_need_bytes(grid, constraints)
+    memory = device_memory_bytes or {}
+    k_span = (int(grid.k_values.min()), int(grid.k_values.max()))
+    selections: dict[str, Selection] = {}
+    infeasible: dict[str, Infeasible] = {}
+
+    for device in grid.device_names:
+        rows = grid.rows_of(device)
+        goodput = metrics.goodput_tokens_per_s[rows]
+        cost = metrics.tokens_per_usd[rows]
+        joules = metrics.joules_per_token[rows]
+        allocatable = memory.get(device)
+        budget = None if allocatable is None else allocatable * (1.0 - constraints.memory_headroom_fraction)
+        checks = _checks(constraints, goodput, joules, 1e6 / cost, need[rows], budget)
+        feasible = checks.feasible(goodput.shape) & np.isfinite(goodput) & np.isfinite(cost)
+        excluded_by = {name: int((~ok).sum()) for name, ok in checks.passes.items()}
+        n_configs = int(goodput.size)
+
+        if not feasible.any():
+            infeasible[device] = _infeasible(
+                grid, metrics, need, rows, device, checks, n_configs, excluded_by
+            )
+            continue
+
+        score, best = _scores(objective, goodput, cost, joules, feasible)
+        masked = np.where(feasible, score, -np.inf)
+        local_row, col = (int(i) for i in np.unravel_index(int(np.argmax(masked)), masked.shape))
+        choice = _candidate(grid, metrics, need, score, int(rows[local_row]), col, local_row)
+
+        row_best_col = np.argmax(masked, axis=1)
+        row_best = masked[np.arange(len(rows)), row_best_col]
+        contenders = np.flatnonzero(np.isfinite(row_best) & (np.arange(len(rows)) != local_row))
+        if runners_up > 0 and len(contenders) > runners_up:  # only the best few need sorting
+            contenders = contenders[np.argpartition(-row_best[contenders], runners_up - 1)[:runners_up]]
+        others = contenders[np.argsort(-row_best[contenders], kind="stable")][: max(runners_up, 0)]
+        alternatives = tuple(
+            _candidate(grid, metrics, need, score, int(rows[r]), int(row_best_col[r]), int(r)) for r in others
+        )
+        same_row = masked[local_row].copy()
+        same_row[col] = -np.inf
+        next_k = (
+            _candidate(grid, metrics, need, score, int(rows[local_row]), int(np.argmax(same_row)), local_row)
+            if np.isfinite(same_row.max())
+            else None
+        )
+        front: tuple[Candidate, ...] = ()
+        if pareto:
+            cells = np.flatnonzero(feasible.ravel())
+            on_front = cells[pareto_mask(goodput.ravel()[cells], cost.ravel()[cells], joules.ravel()[cells])]
+            members = [divmod(int(i), goodput.shape[1]) for i in on_front]
+            front = tuple(
+                sorted(
+                    (_candidate(grid, metrics, need, score, int(rows[r]), c, r) for r, c in members),
+                    key=lambda cand: -cand.goodput_tokens_per_s,
+                )
+            )
+        margin = _margin(choice.score, alternatives[0].score) if alternatives else None
+        reason = selection_reason(
+            kind=objective.kind,
+            choice=choice,
+            runner_up=alternatives[0] if alternatives else None,
+            margin=margin,
+            k_values=k_span,
+            best=best,
+            weights=objective.weights.normalised() if objective.weights else None,
+            configurations=n_configs,
+            excluded_by=excluded_by,
+            feasible=int(feasible.sum()),
+            memory_checked=budget is not None,
+        )
+        selections[device] = Selection(
+            device_class=device,
+            objective=objective.kind,
+            choice=choice,
+            runners_up=alternatives,
+            margin=margin,
+            next_k=next_k,
+            pareto_front=front,
+            reason=reason,
+            configurations=n_configs,
+            feasible=int(feasible.sum()),
+            excluded_by=excluded_by,
+            memory_budget_bytes=None if budget is None else int(budget),
+        )
+    return Ranking(grid, metrics, objective, constraints, selections, infeasible)
+
+
+def _infeasible(
+    grid: ProfileGrid,
+    metrics: GridMetrics,
+    need: NDArray[np.int64],
+    rows: NDArray[np.intp],
+    device: str,
+    checks: _Checks,
+    n_configs: int,
+    excluded_by: dict[str, int],
+) -> Infeasible:
+    """Name the binding constraint: the one whose relaxation alone frees the most configurations
+    (or, when no single relaxation is enough, the one failed by the most); the closest configuration
+    is the one with the smallest summed relative violation."""
+    shape = metrics.goodput_tokens_per_s[rows].shape
+    freed = {name: int(checks.feasible(shape, skip=name).sum()) for name in checks.passes}
+    if any(freed.values()):
+        binding = max(freed, key=lambda name: freed[name])
+        jointly: list[str] = []
+    else:
+        binding = max(excluded_by, key=lambda name: excluded_by[name])
+        jointly = [name for name in checks.passes if name != binding and excluded_by[name]]
+
+    total = np.zeros(shape, dtype=np.float64)
+    for v in checks.violation.values():
+        total += np.maximum(v, 0.0)
+    local_row, col = (int(i) for i in np.unravel_index(int(np.argmin(total)), shape))
+    closest = _candidate(grid, metrics, need, -total, int(rows[local_row]), col, local_row)
+    violations = {name: float(max(v[local_row, col], 0.0)) for name, v in checks.violation.items()}
+
+    reachable: float | None = None
+    others_ok = checks.feasible(shape, skip=binding)
+    if others_ok.any():
+        values = {
+            CONSTRAINT_MEMORY: np.broadcast_to(need[rows][:, np.newaxis], shape).astype(np.float64),
+            CONSTRAINT_MIN_GOODPUT: metrics.goodput_tokens_per_s[rows],
+            CONSTRAINT_MAX_JOULES: metrics.joules_per_token[rows],
+            CONSTRAINT_MAX_COST: metrics.usd_per_million_tokens[rows],
+        }[binding][others_ok]
+        reachable = float(values.max() if binding == CONSTRAINT_MIN_GOODPUT else values.min())
+    message = infeasible_message(
+        device_class=device,
+        binding=binding,
+        limit=checks.limits[binding],
+        reachable=reachable,
+        jointly_with=jointly,
+        closest=closest,
+        violations=violations,
+        configurations=n_configs,
+    )
+    return Infeasible(
+        device_class=device,
+        binding_constraint=binding,
+        closest=closest,
+        violations=violations,
+        message=message,
+        configurations=n_configs,
+        excluded_by=excluded_by,
+    )
+
+
+def rank(
+    profiles: Sequence[EdgeProfileSpec],
+    objective: Objective | None = None,
+    constraints: Constraints | None = None,
+    *,
+    prices_usd_per_million: Mapping[str, float] | None = None,
+    device_memory_bytes: Mapping[str, int] | None = None,
+    k_values: Sequence[int] | None = None,
+    verify_latency_s: float | None = None,
+    target_model: str | None = None,
+    device_classes: Sequence[str] | None = None,
+    runners_up: int = 3,
+) -> Ranking:
+    """Rank the configurations of ``profiles`` for each device class.
+
+    - ``objective``/``constraints``: the API types (defaults: goodput, no constraints).
+    - ``prices_usd_per_million``: target name -> USD per million tokens, over the built-in defaults.
+    - ``device_memory_bytes``: device class -> allocatable memory; classes left out are not checked.
+    - ``k_values``: speculative lengths to consider (default: those the profiles measured).
+    - ``verify_latency_s``: a fixed T_verify for every profile (default: each profile's own).
+    - ``target_model``/``device_classes``: keep only profiles of that target / those classes.
+    """
+    chosen = list(profiles)
+    if target_model is not None:
+        chosen = [p for p in chosen if p.target_model == target_model]
+        if not chosen:
+            known = sorted({p.target_model for p in profiles})
+            raise ValueError(f"no profile has target {target_model!r}; the profiles have: {', '.join(known)}")
+    if device_classes is not None:
+        wanted = set(device_classes)
+        unknown = wanted - {p.device_class for p in chosen}
+        if unknown:
+            known = sorted({p.device_class for p in chosen})
+            raise ValueError(
+                f"no profile for device class(es) {', '.join(sorted(unknown))}; "
+                f"the profiles have: {', '.join(known)}"
+            )
+        chosen = [p for p in chosen if p.device_class in wanted]
+    grid = build_grid(
+        chosen,
+        prices_usd_per_million=prices_usd_per_million,
+        k_values=k_values,
+        verify_latency_s=verify_latency_s,
+    )
+    return rank_grid(
+        grid, objective, constraints, device_memory_bytes=device_memory_bytes, runners_up=runners_up
+    )
+
+
+def select(
+    profiles: Sequence[EdgeProfileSpec],
+    objective: Objective | None = None,
+    constraints: Constraints | None = None,
+    *,
+    prices_usd_per_million: Mapping[str, float] | None = None,
+    device_memory_bytes: Mapping[str, int] | None = None,
+    k_values: Sequence[int] | None = None,
+    verify_latency_s: float | None = None,
+    target_model: str | None = None,
+    device_classes: Sequence[str] | None = None,
+    runners_up: int = 3,
+) -> dict[str, Selection]:
+    """The selection per device class; raises ``InfeasibleError`` (with the feasible ones attached)
+    when any class has no configuration meeting the constraints. Arguments as for ``rank``."""
+    ranking = rank(
+        profiles,
+        objective,
+        constraints,
+        prices_usd_per_million=prices_usd_per_million,
+        device_memory_bytes=device_memory_bytes,
+        k_values=k_values,
+        verify_latency_s=verify_latency_s,
+        target_model=target_model,
+        device_classes=device_classes,
+        runners_up=runners_up,
+    )
+    if ranking.infeasible:
+        raise InfeasibleError(tuple(ranking.infeasible.values()), ranking.selections)
+    return ranking.selections
