@@ -1,0 +1,186 @@
+"""llama.cpp with explicit KV state: a model loaded once, and sequences that keep their KV cache.
+
+Both sides of the protocol need the same thing from llama-cpp-python: evaluate only the tokens a
+sequence has not seen yet, read the logits of chosen positions (one for a draft step, K+1 for a verify
+round), and roll the KV cache back when drafts are rejected. ``Llama.eval`` keeps logits of every
+position only with ``logits_all=True``, which allocates n_ctx x n_vocab floats (2 GB for Gemma 3's 262k
+vocabulary at n_ctx 2048), so this module drives llama.cpp's batch API directly (pinned to
+llama-cpp-python 0.3.36) and copies out just the rows it asked for.
+
+Each ``KVSequence`` is its own ``llama_context`` over the shared model weights, so sessions never
+disturb each other's cache. The SWA cache is full-size (``swa_full``): Gemma 3's sliding-window layers
+would otherwise drop positions a rollback needs. The verifier package imports this module too (both
+images install the one ``edgespec`` distribution).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Logits = npt.NDArray[np.float32]
+
+
+class ContextFullError(RuntimeError):
+    """The sequence would exceed the context window (n_ctx)."""
+
+
+class LlamaRuntime:
+    """One GGUF model in memory; tokenizer, chat template, and a factory of KV sequences."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 64,
+    ) -> None:
+        from llama_cpp import Llama
+
+        self.model_path = Path(model_path)
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.llama: Any = Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            logits_all=False,
+            swa_full=True,
+            verbose=False,
+        )
+        self.n_vocab: int = int(self.llama.n_vocab())
+        self._lock = threading.Lock()
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        return bytes(self.llama.detokenize(list(tokens)))
+
+    def is_end_of_generation(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.llama._model.vocab, token))
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """Messages rendered with the GGUF's own chat template (Gemma's turn format as fallback)."""
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            bos = self.detokenize([self.llama.token_bos()]).decode("utf-8", "replace")
+            eos = self.detokenize([self.llama.token_eos()]).decode("utf-8", "replace")
+            formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+            chat: Any = list(messages)
+            prompt: str = formatter(messages=chat).prompt
+            return prompt
+        parts = [f"<start_of_turn>{m['role']}\n{m['content']}<end_of_turn>\n" for m in messages]
+        return "<bos>" + "".join(parts) + "<start_of_turn>model\n"
+
+    def new_sequence(self) -> KVSequence:
+        return KVSequence(self)
+
+    def close(self) -> None:
+        self.llama.close()
+
+
+class KVSequence:
+    """One token sequence with its own KV cache; evaluates only what changed since the last call."""
+
+    def __init__(self, runtime: LlamaRuntime) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._llama_cpp: Any = llama_cpp
+        self.runtime = runtime
+        with runtime._lock:
+            self._ctx: Any = _internals.LlamaContext(
+                model=runtime.llama._model, params=runtime.llama.context_params, verbose=False
+            )
+        self._batch: Any = _internals.LlamaBatch(n_tokens=runtime.n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.tokens: list[int] = []
+        """Tokens whose K and V are in the cache, in order (position i holds tokens[i])."""
+
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        n = 0
+        for cached, wanted in zip(self.tokens, tokens, strict=False):
+            if cached != wanted:
+                break
+            n += 1
+        return n
+
+    def truncate(self, length: int) -> None:
+        """Drop cached positions from ``length`` on (the rollback of rejected drafts)."""
+        if length < len(self.tokens):
+            self._llama_cpp.llama_memory_seq_rm(self._ctx.memory, 0, length, -1)
+            del self.tokens[length:]
+
+    def logits(self, tokens: Sequence[int], first_row: int, step_from: int | None = None) -> Logits:
+        """Logits predicting the token after each position ``first_row .. len(tokens)-1``.
+
+        Reuses the cached common prefix, rolls back the rest, evaluates the remainder, and returns an
+        array of shape (len(tokens) - first_row, n_vocab). Positions before ``step_from`` are evaluated
+        in batches of n_batch from position 0; positions from ``step_from`` on one token per decode.
+
+        Why ``step_from``: llama.cpp's CPU kernels are not batch-invariant (the same position's logits
+        differ by up to ~0.4 on average between a batched and a token-by-token evaluation), so an argmax
+        near a tie can flip. A target decoding alone reads its prompt in batches and then one token at
+        a time; a verifier that evaluates its positions the same way reproduces it bit for bit.
+        """
+        total = len(tokens)
+        if not 0 <= first_row < total:
+            raise ValueError(f"first_row {first_row} outside 0..{total - 1}")
+        if total > self.runtime.n_ctx:
+            raise ContextFullError(f"{total} tokens exceed the context window of {self.runtime.n_ctx}")
+        batched_until = total if step_from is None else min(step_from, total)
+        # Positions whose logits we need must be (re)evaluated: llama.cpp keeps no logits of old batches.
+        start = min(self.common_prefix(tokens), first_row)
+        if step_from is not None and 0 < start < batched_until:
+            start = 0  # re-read the batched part exactly as it was first read, from position 0
+        self.truncate(start)
+        rows = np.empty((total - first_row, self.runtime.n_vocab), dtype=np.float32)
+        try:
+            position = start
+            while position < total:
+                if position < batched_until:
+                    end = min(
+                        batched_until, position - position % self.runtime.n_batch + self.runtime.n_batch
+                    )
+                else:
+                    end = position + 1
+                self._decode(tokens, position, end, first_row, rows)
+                position = end
+        except BaseException:
+            self._llama_cpp.llama_memory_seq_rm(self._ctx.memory, 0, 0, -1)
+            self.tokens.clear()
+            raise
+        return rows
+
+    def _decode(self, tokens: Sequence[int], begin: int, end: int, first_row: int, rows: Logits) -> None:
+        batch = self._batch.batch
+        batch.n_tokens = end - begin
+        for i, position in enumerate(range(begin, end)):
+            batch.token[i] = tokens[position]
+            batch.pos[i] = position
+            batch.seq_id[i][0] = 0
+            batch.n_seq_id[i] = 1
+            batch.logits[i] = position >= first_row
+        self._ctx.decode(self._batch)
+        self.tokens.extend(tokens[begin:end])
+        for i, position in enumerate(range(begin, end)):
+            if position >= first_row:
+                pointer = self._llama_cpp.llama_get_logits_ith(self._ctx.ctx, i)
+                rows[position - first_row] = np.ctypeslib.as_array(pointer, shape=(self.runtime.n_vocab,))
+
+    def close(self) -> None:
+        self._batch.close()
+        self._ctx.close()

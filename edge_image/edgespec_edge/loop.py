@@ -1,0 +1,304 @@
+"""The draft-verify loop: draft K tokens locally, have the verifier judge them, commit only its verdict.
+
+Each round the draft model proposes K tokens (argmax when greedy; when sampling, a draw from its top-N
+renormalised distribution, which travels with the token so the verifier can rejection-sample exactly),
+one ``POST /v1/verify`` carries the committed context plus the drafts over a keep-alive connection, and
+the round commits ``accepted`` drafts plus the verifier's own next token. Tokens are handed to the
+caller only after that verdict: nothing unverified ever reaches a client. K is read from the live
+``SpeculativeLength`` at the start of every round, so a ConfigMap change applies from the next round.
+
+An unreachable or overloaded verifier is retried with exponential backoff for at most
+``retry_budget_s`` per round; after that the request fails with ``VerifierUnavailable`` and a message
+naming the verifier URL and the last error. A 4xx answer (a wrong token, say) is not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+from edgespec.wire import (
+    SESSIONS_PATH,
+    VERIFY_PATH,
+    ErrorBody,
+    SamplingParams,
+    SparseDistribution,
+    VerifyRequest,
+    VerifyResponse,
+)
+
+from edgespec_edge.config import SpeculativeLength
+from edgespec_edge.llama_kv import KVSequence, LlamaRuntime
+
+
+class VerifierUnavailable(RuntimeError):
+    """The verifier did not answer within the retry budget."""
+
+
+class VerifierRejected(RuntimeError):
+    """The verifier refused the request (4xx): retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    k: int
+    drafted: int
+    accepted: int
+    draft_s: float
+    round_trip_s: float
+    verify_s: float
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "length"
+    elapsed_s: float = 0.0
+    first_round_s: float = 0.0
+    """Time to the first verified tokens (prompt reads on both sides plus one round): the TTFT."""
+    first_round_tokens: int = 0
+    rounds: list[RoundStats] = field(default_factory=list)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Steady-state goodput: tokens after the first round over the time after it."""
+        seconds = self.elapsed_s - self.first_round_s
+        return (self.completion_tokens - self.first_round_tokens) / seconds if seconds > 0 else 0.0
+
+    @property
+    def drafted(self) -> int:
+        return sum(r.drafted for r in self.rounds)
+
+    @property
+    def accepted(self) -> int:
+        return sum(r.accepted for r in self.rounds)
+
+
+class VerifierClient:
+    """Keep-alive HTTP client of the verify endpoint, with bounded retries."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 30.0,
+        retry_budget_s: float = 5.0,
+        connections: int = 16,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry_budget_s = retry_budget_s
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=60.0),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+
+    async def verify(self, request: VerifyRequest) -> tuple[VerifyResponse, float]:
+        """The verdict and the round-trip time of the successful attempt, seconds."""
+        payload = request.model_dump_json(exclude_none=True)
+        deadline = time.monotonic() + self.retry_budget_s
+        delay = 0.05
+        last_error = "no attempt made"
+        while True:
+            started = time.perf_counter()
+            try:
+                async with self._http.post(self.base_url + VERIFY_PATH, data=payload) as response:
+                    body = await response.read()
+                    if response.status == 200:
+                        return VerifyResponse.model_validate_json(body), time.perf_counter() - started
+                    detail = _error_message(body)
+                    if response.status < 500:
+                        raise VerifierRejected(
+                            f"verifier {self.base_url} answered {response.status}: {detail}"
+                        )
+                    last_error = f"HTTP {response.status}: {detail}"
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                raise VerifierUnavailable(
+                    f"verifier {self.base_url} unreachable for {self.retry_budget_s:.1f}s "
+                    f"(last error: {last_error}); check the verifier Service and network path"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def close_session(self, session_id: str) -> None:
+        """Best effort: free the verifier's KV state for a finished session."""
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with self._http.delete(f"{self.base_url}{SESSIONS_PATH}/{session_id}") as response:
+                await response.read()
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        return ErrorBody.model_validate_json(body).error.message
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+
+
+def draft_distribution(row: np.ndarray, temperature: float, top_n: int) -> SparseDistribution:
+    """The top-``top_n`` draft distribution at ``temperature``, renormalised: what the draft samples."""
+    top = np.argpartition(row, -top_n)[-top_n:] if top_n < row.shape[0] else np.arange(row.shape[0])
+    scaled = row[top].astype(np.float64) / temperature
+    weights = np.exp(scaled - scaled.max())
+    probs = weights / weights.sum()
+    keep = probs > 0.0
+    probs = probs[keep] / probs[keep].sum()
+    return SparseDistribution(tokens=[int(t) for t in top[keep]], probs=[float(p) for p in probs])
+
+
+def propose(
+    sequence: KVSequence,
+    context: Sequence[int],
+    k: int,
+    sampling: SamplingParams,
+    top_n: int,
+    rng: np.random.Generator,
+    is_end: Callable[[int], bool],
+) -> tuple[list[int], list[SparseDistribution] | None]:
+    """Up to ``k`` draft tokens after ``context`` (fewer if the draft ends the text), blocking."""
+    drafted: list[int] = []
+    distributions: list[SparseDistribution] = []
+    for _ in range(k):
+        tokens = [*context, *drafted]
+        row = sequence.logits(tokens, first_row=len(tokens) - 1)[0]
+        if sampling.greedy:
+            token = int(np.argmax(row))
+        else:
+            q = draft_distribution(row, sampling.temperature, top_n)
+            token = q.tokens[int(rng.choice(len(q.tokens), p=np.asarray(q.probs)))]
+            distributions.append(q)
+        drafted.append(token)
+        if is_end(token):
+            break
+    return drafted, (None if sampling.greedy else distributions)
+
+
+class Drafter:
+    """The draft model: a pool of KV sequences and the one thread that runs them."""
+
+    def __init__(self, runtime: LlamaRuntime, max_concurrent: int = 4) -> None:
+        self.runtime = runtime
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draft")
+        self._free: list[KVSequence] = []
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self.max_concurrent = max_concurrent
+
+    @contextlib.asynccontextmanager
+    async def sequence(self) -> AsyncIterator[KVSequence]:
+        async with self._slots:
+            if self._free:
+                sequence = self._free.pop()
+            else:
+                sequence = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.runtime.new_sequence
+                )
+            try:
+                yield sequence
+            finally:
+                self._free.append(sequence)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        for sequence in self._free:
+            sequence.close()
+        self._free.clear()
+
+
+def _split_at_end(tokens: list[int], is_end: Callable[[int], bool]) -> tuple[list[int], bool]:
+    for index, token in enumerate(tokens):
+        if is_end(token):
+            return tokens[:index], True
+    return tokens, False
+
+
+async def speculative_generate(
+    drafter: Drafter,
+    client: VerifierClient,
+    prompt_tokens: Sequence[int],
+    *,
+    max_tokens: int,
+    k_source: SpeculativeLength,
+    sampling: SamplingParams,
+    top_n: int = 32,
+    stats: GenerationStats | None = None,
+    on_round: Callable[[RoundStats], None] | None = None,
+) -> AsyncGenerator[list[int], None]:
+    """Yield verified tokens, round by round, until ``max_tokens`` or the end of the text."""
+    stats = stats if stats is not None else GenerationStats()
+    stats.prompt_tokens = len(prompt_tokens)
+    runtime = drafter.runtime
+    is_end = runtime.is_end_of_generation
+    rng = np.random.default_rng(sampling.seed)
+    context = list(prompt_tokens)
+    session_id = uuid.uuid4().hex
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    try:
+        async with drafter.sequence() as sequence:
+            while stats.completion_tokens < max_tokens:
+                if len(context) >= runtime.n_ctx:
+                    stats.finish_reason = "length"
+                    return
+                k = k_source.current()
+                k_round = max(
+                    0, min(k, max_tokens - stats.completion_tokens - 1, runtime.n_ctx - len(context) - 1)
+                )
+                draft_started = time.perf_counter()
+                drafted, distributions = await loop.run_in_executor(
+                    drafter.executor, propose, sequence, context, k_round, sampling, top_n, rng, is_end
+                )
+                draft_s = time.perf_counter() - draft_started
+                round_seed = None if sampling.seed is None else int(rng.integers(0, 2**62))
+                request = VerifyRequest(
+                    session_id=session_id,
+                    tokens=context,
+                    prompt_tokens=len(prompt_tokens),
+                    draft=drafted,
+                    draft_probs=distributions,
+                    sampling=SamplingParams(temperature=sampling.temperature, seed=round_seed),
+                )
+                verdict, round_trip_s = await client.verify(request)
+                if not 0 <= verdict.accepted <= len(drafted):
+                    raise VerifierRejected(f"verifier accepted {verdict.accepted} of {len(drafted)} drafts")
+                round_stats = RoundStats(
+                    k=k,
+                    drafted=len(drafted),
+                    accepted=verdict.accepted,
+                    draft_s=draft_s,
+                    round_trip_s=round_trip_s,
+                    verify_s=verdict.verify_s,
+                )
+                stats.rounds.append(round_stats)
+                if on_round is not None:
+                    on_round(round_stats)
+                committed = [*drafted[: verdict.accepted], verdict.next_token]
+                context.extend(committed)
+                emitted, ended = _split_at_end(committed, is_end)
+                emitted = emitted[: max_tokens - stats.completion_tokens]
+                stats.completion_tokens += len(emitted)
+                if len(stats.rounds) == 1:
+                    stats.first_round_s = time.perf_counter() - started
+                    stats.first_round_tokens = len(emitted)
+                if emitted:
+                    yield emitted
+                if ended:
+                    stats.finish_reason = "stop"
+                    return
+            stats.finish_reason = "length"
+    finally:
+        stats.elapsed_s = time.perf_counter() - started
+        await client.close_session(session_id)

@@ -1,0 +1,212 @@
+"""The profiler: measure v_d, P, alpha(K) and T_verify(K) for each (draft, quantisation); write EdgeProfiles.
+
+For each draft: drafting speed v_d (a warm-up generation, then greedy single-token decoding of each
+prompt, median tokens/s) while a power sensor is sampled; then, for each K in the range, the real
+draft-verify loop against the live verifier on the prompt set: alpha(K) = accepted / drafted and
+T_verify(K) = median round trip of a verify call seen from the edge (network plus verifier). The
+results become ``EdgeProfile`` objects, written to a YAML file or server-side applied to the cluster
+(in a pod, with its service account; field manager ``edgespec-profiler``).
+
+Prompts: the project's small set (``prompts/prompts.jsonl``) or ``--prompts FILE``: JSONL with
+``prompt``, or Dolly-style ``instruction`` (+ ``context``), or plain text with one prompt per line.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from edgespec.api.profile import (
+    AcceptancePoint,
+    EdgeProfile,
+    EdgeProfileSpec,
+    VerifyLatency,
+    VerifyLatencyPoint,
+)
+from edgespec.wire import SamplingParams
+
+from edgespec_edge.config import SpeculativeLength
+from edgespec_edge.llama_kv import LlamaRuntime
+from edgespec_edge.loop import Drafter, GenerationStats, VerifierClient, speculative_generate
+from edgespec_edge.power import PowerSampler, PowerSensor
+
+FIELD_MANAGER = "edgespec-profiler"
+
+
+@dataclass(frozen=True)
+class DraftUnderTest:
+    name: str
+    quantization: str
+    path: Path
+
+
+def progress(message: str) -> None:
+    print(f"[profile] {message}", file=sys.stderr, flush=True)
+
+
+def load_prompts(path: Path | None = None, limit: int | None = None) -> list[str]:
+    """Prompts from a JSONL/text file, or the project's own set."""
+    if path is None:
+        text = resources.files("edgespec_edge").joinpath("prompts/prompts.jsonl").read_text(encoding="utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    prompts: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            record: dict[str, Any] = json.loads(line)
+            prompt = record.get("prompt") or record.get("instruction") or ""
+            if record.get("context"):
+                prompt = f"{prompt}\n\n{record['context']}"
+        else:
+            prompt = line
+        if prompt:
+            prompts.append(str(prompt))
+        if limit is not None and len(prompts) >= limit:
+            break
+    if not prompts:
+        raise ValueError(f"no prompts found in {path or 'the built-in set'}")
+    return prompts
+
+
+def measure_draft_speed(runtime: LlamaRuntime, prompts: Sequence[str], tokens: int) -> list[float]:
+    """Tokens/s of greedy single-token decoding per prompt (after a warm-up), the draft's real step."""
+    sequence = runtime.new_sequence()
+    try:
+
+        def decode(prompt: str, count: int) -> float:
+            context = runtime.tokenize(prompt)
+            sequence.logits(context, len(context) - 1)  # prompt read: not part of v_d
+            started = time.perf_counter()
+            for _ in range(count):
+                row = sequence.logits(context, len(context) - 1)[0]
+                context.append(int(np.argmax(row)))
+            return count / (time.perf_counter() - started)
+
+        decode(prompts[0], 8)  # warm-up
+        return [decode(prompt, tokens) for prompt in prompts]
+    finally:
+        sequence.close()
+
+
+async def measure_acceptance(
+    drafter: Drafter, client: VerifierClient, prompts: Sequence[str], k: int, max_tokens: int
+) -> GenerationStats:
+    total = GenerationStats()
+    for prompt in prompts:
+        stats = GenerationStats()
+        async for _ in speculative_generate(
+            drafter,
+            client,
+            drafter.runtime.tokenize(prompt),
+            max_tokens=max_tokens,
+            k_source=SpeculativeLength(k),
+            sampling=SamplingParams(),
+            stats=stats,
+        ):
+            pass
+        total.rounds.extend(stats.rounds)
+        total.completion_tokens += stats.completion_tokens
+        total.elapsed_s += stats.elapsed_s
+    return total
+
+
+def fit_latency(points: Sequence[VerifyLatencyPoint]) -> tuple[float, float]:
+    """(fixed_s, per_token_s) of a least-squares line through T_verify(K), clipped at zero."""
+    if len(points) < 2:
+        return (points[0].seconds if points else 0.0), 0.0
+    slope, intercept = np.polyfit([p.k for p in points], [p.seconds for p in points], 1)
+    return max(0.0, float(intercept)), max(0.0, float(slope))
+
+
+async def profile_draft(
+    draft: DraftUnderTest,
+    *,
+    client: VerifierClient,
+    prompts: Sequence[str],
+    ks: Sequence[int],
+    device_class: str,
+    target_model: str,
+    sensor: PowerSensor,
+    n_threads: int = 2,
+    speed_tokens: int = 32,
+    acceptance_tokens: int = 32,
+) -> EdgeProfile:
+    progress(f"{draft.name} {draft.quantization}: loading {draft.path}")
+    runtime = LlamaRuntime(draft.path, n_ctx=2048, n_threads=n_threads)
+    drafter = Drafter(runtime, max_concurrent=1)
+    try:
+        with PowerSampler(sensor) as power:
+            speeds = measure_draft_speed(runtime, prompts, speed_tokens)
+        v_d = statistics.median(speeds)
+        progress(
+            f"{draft.name}: v_d = {v_d:.1f} tokens/s (median of {len(speeds)}), P = {power.mean_watts:.2f} W "
+            f"({sensor.source})"
+        )
+        acceptance: list[AcceptancePoint] = []
+        latency: list[VerifyLatencyPoint] = []
+        for index, k in enumerate(ks, start=1):
+            stats = await measure_acceptance(drafter, client, prompts, k, acceptance_tokens)
+            alpha = stats.accepted / stats.drafted if stats.drafted else 0.0
+            t_verify = statistics.median(r.round_trip_s for r in stats.rounds)
+            acceptance.append(AcceptancePoint(k=k, alpha=alpha, samples=len(stats.rounds)))
+            latency.append(VerifyLatencyPoint(k=k, seconds=t_verify, samples=len(stats.rounds)))
+            progress(
+                f"{draft.name}: [{index}/{len(ks)}] K={k} alpha={alpha:.3f} T_verify={t_verify * 1e3:.1f} ms "
+                f"({len(stats.rounds)} rounds)"
+            )
+        fixed_s, per_token_s = fit_latency(latency)
+        spec = EdgeProfileSpec(
+            device_class=device_class,
+            draft_model=draft.name,
+            quantization=draft.quantization,
+            target_model=target_model,
+            draft_tokens_per_s=v_d,
+            power_watts=power.mean_watts,
+            power_source=sensor.source,
+            acceptance=acceptance,
+            verify_latency=VerifyLatency(fixed_s=fixed_s, per_token_s=per_token_s, measured=latency),
+            model_size_bytes=draft.path.stat().st_size,
+            speed_samples=len(speeds),
+            measured_at=datetime.now(UTC).replace(microsecond=0),
+            origin="measured",
+            notes=f"edgespec profiler; {len(prompts)} prompts, greedy, {acceptance_tokens} tokens per prompt",
+        )
+        return EdgeProfile.for_spec(spec)
+    finally:
+        drafter.close()
+        runtime.close()
+
+
+def write_yaml(profiles: Sequence[EdgeProfile], path: Path) -> None:
+    documents = [p.to_api() for p in profiles]
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
+
+
+def apply_to_cluster(profiles: Sequence[EdgeProfile], kubeconfig: Path | None = None) -> None:
+    """Server-side apply with the pod's service account (or ``kubeconfig`` when given)."""
+    from lightkube import Client, KubeConfig, codecs
+    from lightkube.generic_resource import create_global_resource
+
+    create_global_resource("edgespec.dev", "v1alpha1", "EdgeProfile", "edgeprofiles")
+    config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else None
+    client = (
+        Client(config=config, field_manager=FIELD_MANAGER) if config else Client(field_manager=FIELD_MANAGER)
+    )
+    for profile in profiles:
+        body = profile.to_api()
+        resource: Any = codecs.from_dict(body)
+        client.apply(resource, force=True)
+        progress(f"applied EdgeProfile {body['metadata']['name']}")

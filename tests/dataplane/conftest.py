@@ -1,0 +1,100 @@
+"""Fixtures for the data-plane tests: real GGUF models (target from PyPI, drafts derived from it).
+
+Models load once per session; each test builds fresh apps (and Prometheus registries) around them.
+Threads are kept at 2 (this CI machine has 2 cores); tests run one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestServer
+from edgespec_dev.drafts import ensure, target_path
+from edgespec_edge.llama_kv import LlamaRuntime
+from edgespec_edge.loop import Drafter, VerifierClient
+from edgespec_verifier.auth import TokenSource
+from edgespec_verifier.engines.llamacpp import LlamaCppEngine
+from edgespec_verifier.server import VerifierSettings, create_app
+from prometheus_client import CollectorRegistry
+
+TOKEN = "test-token-0123456789"
+DRAFT = "gemma3-270m-b16"
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+    "Explain photosynthesis in simple terms.",
+    "List three primary colors:",
+]
+
+
+@pytest.fixture(scope="session")
+def target_file() -> Path:
+    return target_path()
+
+
+@pytest.fixture(scope="session")
+def draft_file() -> Path:
+    return ensure(DRAFT)
+
+
+@pytest.fixture(scope="session")
+def engine(target_file: Path) -> Iterator[LlamaCppEngine]:
+    engine = LlamaCppEngine(target_file, n_ctx=512, n_threads=2, max_sessions=4)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def draft_runtime(draft_file: Path) -> Iterator[LlamaRuntime]:
+    runtime = LlamaRuntime(draft_file, n_ctx=512, n_threads=2)
+    yield runtime
+    runtime.close()
+
+
+def target_greedy(engine: LlamaCppEngine, prompt_tokens: list[int], max_tokens: int) -> list[int]:
+    """The target decoding alone: prompt read in batches, then one token per step, argmax."""
+    sequence = engine.runtime.new_sequence()
+    try:
+        tokens = list(prompt_tokens)
+        out: list[int] = []
+        while len(out) < max_tokens:
+            token = int(np.argmax(sequence.logits(tokens, len(tokens) - 1)[0]))
+            if engine.runtime.is_end_of_generation(token):
+                break
+            out.append(token)
+            tokens.append(token)
+        return out
+    finally:
+        sequence.close()
+
+
+@pytest.fixture
+async def verifier(engine: LlamaCppEngine) -> AsyncIterator[TestServer]:
+    app = create_app(
+        VerifierSettings(max_queue=64),
+        registry=CollectorRegistry(),
+        engine=engine,
+        tokens=TokenSource(token=TOKEN),
+    )
+    server = TestServer(app)
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def client(verifier: TestServer) -> AsyncIterator[VerifierClient]:
+    client = VerifierClient(str(verifier.make_url("")), TOKEN, retry_budget_s=1.0)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def drafter(draft_runtime: LlamaRuntime) -> Iterator[Drafter]:
+    drafter = Drafter(draft_runtime, max_concurrent=2)
+    yield drafter
+    drafter.close()

@@ -1,0 +1,1 @@
+"""edgespec verifier: the cloud side of edge-cloud speculative decoding (verify endpoint, engines)."""

@@ -1,0 +1,278 @@
+"""The verifier's HTTP service: the verify endpoint, sessions, probes and Prometheus metrics.
+
+``create_app(settings, registry=None, engine=None)`` builds the aiohttp app. The engine (a model in
+memory) is loaded in the app's ``cleanup_ctx`` off the event loop unless a ready one is injected (tests
+share one engine across apps); ``/readyz`` answers 503 until it is loaded. All engine work runs on one
+dedicated thread, so the event loop keeps accepting many edge clients while a round computes; requests
+beyond ``max_queue`` waiting rounds get 503 ``overloaded`` at once instead of piling up latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from aiohttp import web
+from edgespec.wire import (
+    ErrorBody,
+    ErrorDetail,
+    SessionOpen,
+    SessionOpened,
+    VerifyRequest,
+    VerifyResponse,
+)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgespec_verifier.acceptance import TargetDistribution, accept_greedy, accept_sampling
+from edgespec_verifier.auth import TokenSource, bearer_middleware
+from edgespec_verifier.engines import VerifyEngine
+
+log = logging.getLogger("edgespec.verifier")
+
+
+class VerifierSettings(BaseSettings):
+    """Verifier configuration, from ``EDGESPEC_VERIFIER_*`` environment variables or arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGESPEC_VERIFIER_", extra="ignore")
+
+    engine: Literal["llamacpp", "vllm"] = Field(default="llamacpp", description="Scoring engine.")
+    model: str = Field(default="", description="GGUF path (llamacpp) or model name/path (vllm).")
+    host: str = Field(default="0.0.0.0", description="Listen address.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Listen port.")
+    n_ctx: int = Field(default=2048, ge=64, le=131072, description="Context window per session, tokens.")
+    n_threads: int = Field(default=2, ge=1, le=256, description="CPU threads (llamacpp).")
+    max_sessions: int = Field(default=8, ge=1, le=4096, description="Sessions holding KV state at once.")
+    max_queue: int = Field(default=64, ge=1, le=100000, description="Waiting rounds before 503.")
+    exact: bool = Field(
+        default=True, description="llamacpp: evaluate generated positions one per decode (bit-exact greedy)."
+    )
+    token_file: Path | None = Field(default=None, description="File holding the bearer token (Secret).")
+    token: SecretStr | None = Field(default=None, description="Bearer token, when no file is mounted.")
+    vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    vllm_max_model_len: int | None = Field(default=None, ge=64)
+    vllm_max_logprobs: int = Field(
+        default=-1, description="-1: full-vocabulary target rows (exact sampling); >0 caps them."
+    )
+
+
+class VerifierMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.verify_seconds = Histogram(
+            "edgespec_verifier_verify_seconds",
+            "Verifier-side time of one verify round (queue wait plus target forward pass).",
+            ["engine"],
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5.0),
+            registry=registry,
+        )
+        self.drafted = Counter(
+            "edgespec_verifier_drafted_tokens", "Draft tokens received for verification.", registry=registry
+        )
+        self.accepted = Counter(
+            "edgespec_verifier_accepted_tokens", "Draft tokens accepted.", registry=registry
+        )
+        self.rounds = Counter(
+            "edgespec_verifier_rounds", "Verify rounds by outcome.", ["outcome"], registry=registry
+        )
+        self.sessions = Gauge(
+            "edgespec_verifier_sessions", "Sessions currently holding KV state.", registry=registry
+        )
+        self.queue_depth = Gauge(
+            "edgespec_verifier_queue_depth", "Rounds waiting for or running on the engine.", registry=registry
+        )
+
+
+SETTINGS = web.AppKey("settings", VerifierSettings)
+METRICS = web.AppKey("metrics", VerifierMetrics)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+STATE = web.AppKey("state", dict)
+
+
+def build_engine(settings: VerifierSettings) -> VerifyEngine:
+    if not settings.model:
+        raise ValueError("no model: set EDGESPEC_VERIFIER_MODEL (a GGUF path, or a vLLM model name)")
+    if settings.engine == "vllm":
+        from edgespec_verifier.engines.vllm import VllmEngine
+
+        return VllmEngine(
+            settings.model,
+            gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+            max_model_len=settings.vllm_max_model_len,
+            max_logprobs=settings.vllm_max_logprobs,
+        )
+    from edgespec_verifier.engines.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(
+        settings.model,
+        n_ctx=settings.n_ctx,
+        n_threads=settings.n_threads,
+        max_sessions=settings.max_sessions,
+        exact=settings.exact,
+    )
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    body = ErrorBody(error=ErrorDetail.model_validate({"code": code, "message": message}))
+    return web.json_response(body.model_dump(mode="json"), status=status)
+
+
+def run_round(engine: VerifyEngine, request: VerifyRequest) -> tuple[int, int]:
+    """Score, decide and roll back, all on the engine thread (one hop per round)."""
+    rows = engine.score(request.session_id, request.tokens, request.draft, request.prompt_tokens)
+    if request.sampling.greedy:
+        accepted, next_token = accept_greedy(rows, request.draft)
+    else:
+        assert request.draft_probs is not None  # checked by VerifyRequest
+        rng = np.random.default_rng(request.sampling.seed)
+        temperature = request.sampling.temperature
+        accepted, next_token = accept_sampling(
+            lambda i: TargetDistribution.from_scores(rows[i], temperature),
+            request.draft,
+            request.draft_probs,
+            rng,
+        )
+    engine.commit(request.session_id, len(request.tokens) + accepted)
+    return accepted, next_token
+
+
+async def verify(request: web.Request) -> web.Response:
+    started = time.perf_counter()  # verifier-side time covers body parsing, queueing and the engine
+    app = request.app
+    engine = app[STATE].get("engine")
+    if engine is None:
+        return error(503, "not_ready", "the verifier is still loading its model")
+    metrics = app[METRICS]
+    try:
+        body = VerifyRequest.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return error(400, "bad_request", f"invalid verify request: {exc.errors(include_url=False)}")
+    if app[STATE]["waiting"] >= app[SETTINGS].max_queue:
+        metrics.rounds.labels("overloaded").inc()
+        return error(503, "overloaded", "verify queue full; retry with backoff")
+    app[STATE]["waiting"] += 1
+    metrics.queue_depth.inc()
+    try:
+        accepted, next_token = await asyncio.get_running_loop().run_in_executor(
+            app[EXECUTOR], run_round, engine, body
+        )
+    except Exception as exc:  # an engine failure must answer, not hang the edge
+        log.exception("verify round failed")
+        metrics.rounds.labels("error").inc()
+        return error(500, "engine_error", f"{type(exc).__name__}: {exc}")
+    finally:
+        app[STATE]["waiting"] -= 1
+        metrics.queue_depth.dec()
+    elapsed = time.perf_counter() - started
+    metrics.verify_seconds.labels(engine.name).observe(elapsed)
+    metrics.drafted.inc(len(body.draft))
+    metrics.accepted.inc(accepted)
+    metrics.rounds.labels("ok").inc()
+    metrics.sessions.set(engine.session_count())
+    response = VerifyResponse(
+        accepted=accepted,
+        next_token=next_token,
+        bonus=accepted == len(body.draft),
+        verify_s=elapsed,
+        engine=engine.name,
+    )
+    return web.json_response(text=response.model_dump_json())
+
+
+async def open_session(request: web.Request) -> web.Response:
+    engine = request.app[STATE].get("engine")
+    if engine is None:
+        return error(503, "not_ready", "the verifier is still loading its model")
+    try:
+        body = SessionOpen.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return error(400, "bad_request", f"invalid session: {exc.errors(include_url=False)}")
+    cached = await asyncio.get_running_loop().run_in_executor(
+        request.app[EXECUTOR], engine.open_session, body.session_id, body.tokens
+    )
+    request.app[METRICS].sessions.set(engine.session_count())
+    return web.json_response(
+        text=SessionOpened(session_id=body.session_id, cached_tokens=cached).model_dump_json()
+    )
+
+
+async def close_session(request: web.Request) -> web.Response:
+    engine = request.app[STATE].get("engine")
+    if engine is None:
+        return error(503, "not_ready", "the verifier is still loading its model")
+    session_id = request.match_info["session_id"]
+    await asyncio.get_running_loop().run_in_executor(request.app[EXECUTOR], engine.close_session, session_id)
+    request.app[METRICS].sessions.set(engine.session_count())
+    return web.Response(status=204)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.get("engine") is None:
+        reason = state.get("load_error") or "loading model"
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+    return web.json_response({"status": "ready", "engine": state["engine"].name})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[REGISTRY])
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    settings: VerifierSettings,
+    registry: CollectorRegistry | None = None,
+    engine: VerifyEngine | None = None,
+    tokens: TokenSource | None = None,
+) -> web.Application:
+    """The verifier app; ``engine`` injected (loaded, not closed by the app) or built from settings."""
+    if tokens is None:
+        secret = settings.token.get_secret_value() if settings.token else None
+        tokens = TokenSource(token_file=settings.token_file, token=secret)
+    app = web.Application(middlewares=[bearer_middleware(tokens)], client_max_size=8 * 1024 * 1024)
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry if registry is not None else CollectorRegistry()
+    app[METRICS] = VerifierMetrics(app[REGISTRY])
+    app[STATE] = {"engine": engine, "waiting": 0}
+
+    async def engine_thread(app: web.Application) -> AsyncIterator[None]:
+        app[EXECUTOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-engine")
+        loader: asyncio.Future[VerifyEngine] | None = None
+        if engine is None:
+            loader = asyncio.get_running_loop().run_in_executor(app[EXECUTOR], build_engine, settings)
+
+            def loaded(future: asyncio.Future[VerifyEngine]) -> None:
+                if future.cancelled():
+                    return
+                if future.exception() is not None:
+                    app[STATE]["load_error"] = f"model load failed: {future.exception()}"
+                    log.error("%s", app[STATE]["load_error"])
+                else:
+                    app[STATE]["engine"] = future.result()
+
+            loader.add_done_callback(loaded)
+        yield
+        if loader is not None and app[STATE].get("engine") is not None:
+            await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], app[STATE]["engine"].close)
+        app[EXECUTOR].shutdown(wait=True)
+
+    app.cleanup_ctx.append(engine_thread)
+    app.router.add_post("/v1/verify", verify)
+    app.router.add_post("/v1/sessions", open_session)
+    app.router.add_delete("/v1/sessions/{session_id}", close_session)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
