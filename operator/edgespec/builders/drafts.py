@@ -1,0 +1,184 @@
+"""The edge draft servers: per device class a ConfigMap holding K, a DaemonSet, and a node-local Service.
+
+K lives only in the ConfigMap, mounted as a directory (never via ``subPath``, which would freeze the
+file); the draft server stats the file every round and re-reads it when it changes. So a new K
+changes the ConfigMap and leaves the DaemonSet's pod template byte-for-byte identical: no rollout,
+no dropped requests. A new draft model or quantisation changes the template (the fetch init
+container's source and the pod labels) and rolls the DaemonSet node by node.
+
+Local clients reach their node's draft server through a Service with ``internalTrafficPolicy: Local``
+rather than a ``hostPort``: host ports are forbidden by the baseline and restricted Pod Security
+Standards we hold every pod to, and they collide with whatever else owns the port on a small device.
+The Local policy keeps a client's requests on its own node (the point of drafting at the edge) and
+never sends them over the network to another device's drafts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from edgespec.api.profile import LABEL_DRAFT_MODEL, LABEL_QUANTIZATION, label_value
+from edgespec.builders.inputs import DraftServerInput
+from edgespec.builders.naming import (
+    draft_name,
+    object_meta,
+    selector_labels,
+    verifier_secret_name,
+    verifier_url,
+)
+from edgespec.builders.podspec import (
+    EDGE_COMMAND,
+    MODELS_DIR,
+    MODELS_VOLUME,
+    TMP_DIR,
+    TMP_VOLUME,
+    TOKEN_FILE,
+    container_security_context,
+    fetch_init_container,
+    http_probes,
+    pod_security_context,
+    prometheus_annotations,
+    resources,
+    scratch_volumes,
+    threads_env,
+    token_mount,
+    token_volume,
+    tolerations,
+)
+
+CONTAINER = "draft-server"
+EDGE_PORT = 8080
+DRAFT_FILE = "draft.gguf"
+CONFIG_DIR = "/etc/edgespec/speculative"
+CONFIG_KEY = "speculative.yaml"
+CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
+"""The draft server's ``EDGESPEC_EDGE_K_FILE``: YAML with ``k`` (re-read live) and ``verifierUrl``."""
+CONFIG_VOLUME = "speculative-config"
+
+
+def speculative_config(inp: DraftServerInput) -> str:
+    """The ConfigMap file: ``k`` is re-read by the server; ``verifierUrl`` is for humans and tools."""
+    body = {"k": inp.k, "verifierUrl": verifier_url(inp.owner, inp.spec.verifier.port)}
+    header = "# Written by the edgespec operator; edits are overwritten.\n"
+    return header + yaml.safe_dump(body, sort_keys=True)
+
+
+def build_draft_config_map(inp: DraftServerInput) -> dict[str, Any]:
+    """The ConfigMap holding K for one device class: the only object a change of K touches."""
+    inp.device_class(inp.device_class_name)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(
+            inp.owner, draft_name(inp.owner, inp.device_class_name), "draft", inp.device_class_name
+        ),
+        "data": {CONFIG_KEY: speculative_config(inp)},
+    }
+
+
+def _container(inp: DraftServerInput) -> dict[str, Any]:
+    device_class = inp.device_class(inp.device_class_name)
+    decoding = inp.spec.decoding
+    temperature = 0.0 if decoding.mode == "greedy" else decoding.temperature
+    env = [
+        {"name": "HOME", "value": TMP_DIR},
+        {"name": "EDGESPEC_EDGE_DRAFT_MODEL", "value": f"{MODELS_DIR}/{DRAFT_FILE}"},
+        {"name": "EDGESPEC_EDGE_SERVED_MODEL_NAME", "value": inp.spec.target.name},
+        # The URL derives from the deployment's name alone, so it never changes over the object's life.
+        {"name": "EDGESPEC_EDGE_VERIFIER_URL", "value": verifier_url(inp.owner, inp.spec.verifier.port)},
+        {"name": "EDGESPEC_EDGE_VERIFIER_TOKEN_FILE", "value": TOKEN_FILE},
+        {"name": "EDGESPEC_EDGE_K_FILE", "value": CONFIG_FILE},
+        {"name": "EDGESPEC_EDGE_HOST", "value": "0.0.0.0"},
+        {"name": "EDGESPEC_EDGE_PORT", "value": str(EDGE_PORT)},
+        {"name": "EDGESPEC_EDGE_DEFAULT_TEMPERATURE", "value": repr(temperature)},
+        threads_env("EDGESPEC_EDGE_N_THREADS", CONTAINER, device_class.threads),
+    ]
+    return {
+        "name": CONTAINER,
+        "image": inp.images.edge,
+        "imagePullPolicy": inp.images.pull_policy,
+        "command": EDGE_COMMAND,
+        "args": ["serve"],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": EDGE_PORT, "protocol": "TCP"}],
+        "resources": resources(device_class.resources),
+        "volumeMounts": [
+            {"name": MODELS_VOLUME, "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            token_mount(),
+        ],
+        "securityContext": container_security_context(),
+        **http_probes(),
+    }
+
+
+def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
+    """One draft server on every node of the device class, running the chosen draft and quantisation."""
+    device_class = inp.device_class(inp.device_class_name)
+    source = inp.draft_quantization(inp.draft_model, inp.quantization).source
+    name = draft_name(inp.owner, device_class.name)
+    meta = object_meta(inp.owner, name, "draft", device_class.name)
+    pod_labels = {
+        **meta["labels"],
+        # In the template on purpose: a new draft or quantisation must roll the pods.
+        LABEL_DRAFT_MODEL: label_value(inp.draft_model),
+        LABEL_QUANTIZATION: label_value(inp.quantization),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": selector_labels(inp.owner, "draft", device_class.name)},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": prometheus_annotations(EDGE_PORT)},
+                "spec": {
+                    "automountServiceAccountToken": False,  # drafts never talk to the API server
+                    "securityContext": pod_security_context(),
+                    "nodeSelector": dict(device_class.node_selector),
+                    "tolerations": tolerations(device_class.tolerations),
+                    "initContainers": [fetch_init_container(inp.images, source, DRAFT_FILE)],
+                    "containers": [_container(inp)],
+                    "volumes": [
+                        *scratch_volumes(),
+                        {
+                            "name": CONFIG_VOLUME,
+                            "configMap": {"name": name, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+                        },
+                        token_volume(verifier_secret_name(inp.owner)),
+                    ],
+                    "terminationGracePeriodSeconds": 30,
+                },
+            },
+        },
+    }
+
+
+def build_draft_service(inp: DraftServerInput) -> dict[str, Any]:
+    """Node-local Service for clients on the class's devices (OpenAI-compatible API, port ``http``)."""
+    device_class = inp.device_class(inp.device_class_name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(
+            inp.owner, draft_name(inp.owner, device_class.name), "draft", device_class.name
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "internalTrafficPolicy": "Local",
+            "selector": selector_labels(inp.owner, "draft", device_class.name),
+            "ports": [{"name": "http", "port": EDGE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_draft_servers(inp: DraftServerInput) -> list[dict[str, Any]]:
+    """ConfigMap, DaemonSet and Service of one device class, in the order to apply them.
+
+    The ConfigMap comes first so a new pod never starts without its K file.
+    """
+    return [build_draft_config_map(inp), build_draft_daemon_set(inp), build_draft_service(inp)]

@@ -1,0 +1,83 @@
+"""The typed inputs of the manifest builders: what the handler knows, passed as one object.
+
+Builders read nothing else (no environment, no settings module, no cluster): the handler turns its
+``OperatorSettings`` into :class:`WorkloadImages` once, parses the deployment once, and hands both
+over together with the owner. That keeps every builder a pure function of its input.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from edgespec.api.deployment import DeviceClass, DraftQuantization, SpeculativeDeploymentSpec
+from edgespec.builders.naming import Owner
+
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+class WorkloadImages(BaseModel):
+    """The images the operator runs, from its settings (``EDGESPEC_*_IMAGE``, set by the Helm chart)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    edge: str = Field(min_length=1, description="Draft server, profiler and model fetcher (multi-arch).")
+    verifier: str = Field(min_length=1, description="Verifier with the llama.cpp engine (CPU).")
+    vllm: str = Field(min_length=1, description="Verifier with the vLLM engine (GPU).")
+    pull_policy: PullPolicy = "IfNotPresent"
+
+
+class DeploymentInput(BaseModel):
+    """What every per-deployment builder needs: who owns the children, the spec, the images."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: Owner
+    spec: SpeculativeDeploymentSpec
+    images: WorkloadImages
+
+    def device_class(self, name: str) -> DeviceClass:
+        for device_class in self.spec.device_classes:
+            if device_class.name == name:
+                return device_class
+        known = ", ".join(c.name for c in self.spec.device_classes)
+        raise ValueError(f"device class {name!r} is not in spec.deviceClasses ({known})")
+
+    def draft_quantization(self, draft_model: str, quantization: str) -> DraftQuantization:
+        for draft in self.spec.drafts:
+            if draft.name != draft_model:
+                continue
+            for quant in draft.quantizations:
+                if quant.quantization == quantization:
+                    return quant
+            known = ", ".join(q.quantization for q in draft.quantizations)
+            raise ValueError(f"draft {draft_model!r} has no quantization {quantization!r} ({known})")
+        raise ValueError(f"draft {draft_model!r} is not in spec.drafts")
+
+
+class VerifierInput(DeploymentInput):
+    """Input of the verifier builders. The token is generated once by the handler and kept in the Secret."""
+
+    token: SecretStr = Field(description="The verifier's bearer token (also mounted into edge pods).")
+
+
+class DraftServerInput(DeploymentInput):
+    """Input of the draft-server builders for one device class and its chosen (M, Q, K)."""
+
+    device_class_name: str = Field(min_length=1)
+    draft_model: str = Field(min_length=1)
+    quantization: str = Field(min_length=1)
+    k: int = Field(ge=1, le=64, description="Speculative length; lands only in the ConfigMap.")
+
+
+class ProfilingJobInput(DeploymentInput):
+    """Input of the profiling Job of one (device class, draft, quantisation), pinned to one node."""
+
+    device_class_name: str = Field(min_length=1)
+    draft_model: str = Field(min_length=1)
+    quantization: str = Field(min_length=1)
+    node_name: str = Field(min_length=1, description="The node of the class to profile on.")
+    ttl_seconds_after_finished: int = Field(
+        default=3600, ge=0, description="Keep the finished Job this long so the handler sees how it ended."
+    )

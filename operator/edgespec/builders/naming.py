@@ -1,0 +1,189 @@
+"""Names, labels and owner references shared by every manifest the operator builds.
+
+Child object names are deterministic (a crash and a restart build the same names, so server-side
+apply converges instead of duplicating), DNS-1035 safe (Services need a leading letter) and at most
+63 characters, because Services, Jobs (their name becomes the ``job-name`` label) and DaemonSet pods
+all inherit the name into places capped at 63. A short SHA-256 suffix over the raw parts is added
+whenever sanitising lost information (``Q4_K_M`` and ``q4-k-m`` would otherwise collide) or the name
+had to be cut, so distinct inputs never share a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgespec.api.base import API_VERSION
+from edgespec.api.profile import LABEL_DEVICE_CLASS, label_value
+
+MAX_NAME = 63
+HASH_CHARS = 8
+
+MANAGED_BY = "edgespec"
+APP_NAME = "edgespec"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_DEPLOYMENT = "edgespec.dev/deployment"
+LABEL_NAMESPACE = "edgespec.dev/namespace"
+"""On cluster-scoped children only: they cannot carry an owner reference to a namespaced owner."""
+
+Component = Literal["verifier", "draft", "profiler"]
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+_DASHES = re.compile(r"-{2,}")
+
+
+class Owner(BaseModel):
+    """The object that owns the children: normally the ``SpeculativeDeployment`` being reconciled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_version: str = API_VERSION
+    kind: str = "SpeculativeDeployment"
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=63)
+    uid: str = Field(min_length=1)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Owner:
+        """The owner from an object as the API server returns it (``apiVersion``, ``kind``, ``metadata``)."""
+        meta = body["metadata"]
+        return cls(
+            api_version=body.get("apiVersion", API_VERSION),
+            kind=body.get("kind", "SpeculativeDeployment"),
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+        )
+
+    def reference(self) -> dict[str, Any]:
+        """This owner as a controller owner reference (garbage collection deletes the children)."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Controller owner reference to ``body`` (an object with apiVersion, kind, metadata.name/uid)."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+
+
+def dns_name(*parts: str, max_length: int = MAX_NAME) -> str:
+    """``parts`` joined into a DNS-1035 label of at most ``max_length`` characters, stable per input.
+
+    Readable when possible (``demo-draft-rpi5``); with a hash suffix when a part had to be rewritten
+    or the result cut (``demo-profile-rpi5-gemma-q4-k-m-1a2b3c4d``).
+    """
+    if not parts or any(not p for p in parts):
+        raise ValueError(f"name parts must be non-empty, got {parts!r}")
+    raw = "-".join(parts)
+    readable = _DASHES.sub("-", _NOT_DNS.sub("-", raw.lower())).strip("-")
+    if not readable or not readable[0].isalpha():
+        readable = f"es-{readable}".rstrip("-")  # Services need a leading letter (DNS-1035)
+    if readable == raw and len(readable) <= max_length:
+        return readable
+    suffix = "-" + _short_hash("\x00".join(parts))  # hash the raw parts: distinct inputs, distinct names
+    return readable[: max_length - len(suffix)].rstrip("-") + suffix
+
+
+def verifier_name(owner: Owner) -> str:
+    """Name of the verifier's Deployment and Service."""
+    return dns_name(owner.name, "verifier")
+
+
+def verifier_secret_name(owner: Owner) -> str:
+    """Name of the Secret holding the verifier's bearer token."""
+    return dns_name(owner.name, "verifier-token")
+
+
+def draft_name(owner: Owner, device_class: str) -> str:
+    """Name of a device class's draft DaemonSet, its ConfigMap and its Service.
+
+    The draft model and quantisation are deliberately not part of it: a new choice rolls the same
+    DaemonSet instead of creating a second one next to the old.
+    """
+    return dns_name(owner.name, "draft", device_class)
+
+
+def profiling_job_name(owner: Owner, device_class: str, draft_model: str, quantization: str) -> str:
+    """Name of the profiling Job of one (device class, draft model, quantisation)."""
+    return dns_name(owner.name, "profile", device_class, draft_model, quantization)
+
+
+def profiler_service_account_name(owner: Owner) -> str:
+    """Name of the profiling Jobs' ServiceAccount (one per deployment)."""
+    return dns_name(owner.name, "profiler")
+
+
+PROFILER_CLUSTER_ROLE = "edgespec-profiler"
+"""The one shared ClusterRole of all profilers; its rules do not depend on any deployment."""
+
+
+def profiler_cluster_role_binding_name(owner: Owner) -> str:
+    """Cluster-scoped, so the namespace is part of the name (and of the hash)."""
+    return dns_name("edgespec-profiler", owner.namespace, owner.name)
+
+
+def verifier_url(owner: Owner, port: int) -> str:
+    """In-cluster URL of the verifier Service (no cluster domain, so any ``--cluster-domain`` works)."""
+    return f"http://{verifier_name(owner)}.{owner.namespace}.svc:{port}"
+
+
+def selector_labels(owner: Owner, component: Component, device_class: str | None = None) -> dict[str, str]:
+    """The immutable subset of labels a workload selects its pods by."""
+    labels = {
+        LABEL_NAME: APP_NAME,
+        LABEL_INSTANCE: label_value(owner.name),
+        LABEL_COMPONENT: component,
+    }
+    if device_class is not None:
+        labels[LABEL_DEVICE_CLASS] = label_value(device_class)
+    return labels
+
+
+def common_labels(owner: Owner, component: Component, device_class: str | None = None) -> dict[str, str]:
+    """Labels every child carries: the recommended ``app.kubernetes.io/*`` set plus edgespec's own."""
+    return {
+        **selector_labels(owner, component, device_class),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_DEPLOYMENT: label_value(owner.name),
+    }
+
+
+def object_meta(
+    owner: Owner,
+    name: str,
+    component: Component,
+    device_class: str | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``metadata`` of a namespaced child: name, namespace, labels and the controller owner reference."""
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**common_labels(owner, component, device_class), **(extra_labels or {})},
+        "ownerReferences": [owner.reference()],
+    }

