@@ -1,0 +1,26 @@
+"""``python -m edgespec.handlers``: run the operator (all namespaces unless EDGESPEC_NAMESPACES)."""
+
+from __future__ import annotations
+
+import argparse
+
+import kopf
+
+from edgespec.handlers import registration
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the edgespec operator against the current kubeconfig.")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint URL")
+    args = parser.parse_args(argv)
+    namespaces = [n for n in registration.SETTINGS.namespaces.split(",") if n]
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

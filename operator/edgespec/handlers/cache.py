@@ -1,0 +1,22 @@
+"""An informer-style cache filled by watch events: nodes, deployments and profiles, by key.
+
+Watch events keep it current; the reconcile reads it instead of listing the API, so a steady state
+costs no API requests beyond the watches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgespec.api.profile import EdgeProfileSpec
+from edgespec.status import NodeInfo
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Cache:
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    deployments: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[str, EdgeProfileSpec] = field(default_factory=dict)

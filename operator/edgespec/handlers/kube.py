@@ -1,0 +1,67 @@
+"""Kubernetes access for the shell: the lightkube client, our custom resources, status and events.
+
+Status is written with server-side apply on the status subresource (one field manager, forced),
+so a crash and restart converge to the same object and fields we stop setting are removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event as CoreEvent
+from lightkube.types import PatchType
+
+from edgespec.api.base import API_VERSION, GROUP, VERSION
+from edgespec.plan import Event
+from edgespec.status import now_utc
+
+SpeculativeDeploymentResource = create_namespaced_resource(
+    GROUP, VERSION, "SpeculativeDeployment", "speculativedeployments"
+)
+EdgeProfileResource = create_global_resource(GROUP, VERSION, "EdgeProfile", "edgeprofiles")
+
+
+async def apply_status(
+    client: AsyncClient, namespace: str, name: str, status: dict[str, Any], field_manager: str
+) -> None:
+    """Server-side apply the whole status of one deployment."""
+    body = {"apiVersion": API_VERSION, "kind": "SpeculativeDeployment", "status": status}
+    await client.patch(
+        SpeculativeDeploymentResource.Status,
+        name,
+        body,
+        namespace=namespace,
+        patch_type=PatchType.APPLY,
+        field_manager=field_manager,
+        force=True,
+    )
+
+
+async def post_event(client: AsyncClient, owner: dict[str, Any], event: Event, component: str) -> None:
+    """A core/v1 Event on ``owner`` (what ``kubectl describe`` shows)."""
+    meta = owner["metadata"]
+    now = now_utc().isoformat().replace("+00:00", "Z")
+    await client.create(
+        CoreEvent(
+            metadata=ObjectMeta(generateName=f"{meta['name']}.", namespace=meta["namespace"]),
+            involvedObject=ObjectReference(
+                apiVersion=API_VERSION,
+                kind="SpeculativeDeployment",
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resourceVersion=meta.get("resourceVersion"),
+            ),
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:1024],
+            source=EventSource(component=component),
+            firstTimestamp=now,  # type: ignore[arg-type]
+            lastTimestamp=now,  # type: ignore[arg-type]
+            count=1,
+        )
+    )

@@ -1,0 +1,118 @@
+"""Reconcile one ``SpeculativeDeployment``: read the cache, plan with the pure core, apply once.
+
+Level-based: whatever event woke it, it recomputes the whole status from the current state of the
+world and writes it only when it differs from what is stored (so its own status write, which comes
+back as a watch event, ends the loop instead of feeding it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from pydantic import ValidationError
+
+from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
+from edgespec.handlers.cache import Cache, Key
+from edgespec.handlers.kube import apply_status, post_event
+from edgespec.plan import Event, plan_status
+from edgespec.settings import OperatorSettings
+from edgespec.status import now_utc, set_condition
+
+log = logging.getLogger("edgespec.reconcile")
+
+
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """Status without timestamps that move on their own, for change detection."""
+    out = dict(status)
+    out["deviceClasses"] = [
+        {**c, "selection": {k: v for k, v in (c.get("selection") or {}).items() if k != "selectedAt"}}
+        for c in status.get("deviceClasses", [])
+    ]
+    return out
+
+
+class Reconciler:
+    """Holds the client, settings and cache; ``reconcile`` is called by the work-queue workers."""
+
+    def __init__(self, client: AsyncClient, cache: Cache, settings: OperatorSettings) -> None:
+        self.client = client
+        self.cache = cache
+        self.settings = settings
+
+    async def reconcile(self, key: Key) -> None:
+        body = self.cache.deployments.get(key)
+        if body is None:
+            return  # deleted: owner references let the garbage collector remove the children
+        namespace, name = key
+        meta = body["metadata"]
+        generation = meta.get("generation")
+        stored = body.get("status") or {}
+        try:
+            previous = SpeculativeDeploymentStatus.model_validate(stored) if stored else None
+        except ValidationError:
+            previous = None  # an older or foreign status shape: recompute from scratch
+        try:
+            spec = SpeculativeDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as err:
+            await self._invalid(body, previous, generation, err)
+            return
+        plan = plan_status(
+            spec=spec,
+            generation=generation,
+            previous=previous,
+            nodes=list(self.cache.nodes.values()),
+            profiles=list(self.cache.profiles.values()),
+            now=now_utc(),
+        )
+        new = plan.status.to_api()
+        if _comparable(new) != _comparable(stored):
+            await apply_status(self.client, namespace, name, new, self.settings.field_manager)
+            log.info(
+                "%s/%s: phase %s, nodes %s, K %s",
+                namespace,
+                name,
+                new["phase"],
+                new.get("nodesSummary"),
+                new.get("kSummary"),
+            )
+        for event in plan.events:
+            await self._event(body, event)
+
+    async def _invalid(
+        self,
+        body: dict[str, Any],
+        previous: SpeculativeDeploymentStatus | None,
+        generation: int | None,
+        err: ValidationError,
+    ) -> None:
+        """A spec the CRD let through but the operator cannot use: say which field, keep everything."""
+        first = err.errors()[0]
+        field = "spec." + ".".join(str(p) for p in first["loc"])
+        message = f"{field}: {first['msg']}"
+        status = (previous or SpeculativeDeploymentStatus()).model_copy()
+        status.phase = "Degraded"
+        status.observed_generation = generation
+        status.conditions = [c for c in status.conditions if c.type != "SpecValid"] + [
+            set_condition(
+                status.conditions,
+                type="SpecValid",
+                status="False",
+                reason="InvalidSpec",
+                message=message,
+                generation=generation,
+                now=now_utc(),
+            )
+        ]
+        meta = body["metadata"]
+        await apply_status(
+            self.client, meta["namespace"], meta["name"], status.to_api(), self.settings.field_manager
+        )
+        await self._event(body, Event("Warning", "InvalidSpec", message))
+
+    async def _event(self, body: dict[str, Any], event: Event) -> None:
+        try:
+            await post_event(self.client, body, event, self.settings.field_manager)
+        except ApiError as exc:  # events are best effort; never fail a reconcile over one
+            log.warning("could not post event %s: %s", event.reason, exc)

@@ -1,0 +1,103 @@
+"""kopf registration: start-up settings and the watches; nothing else lives here.
+
+Each watch event updates the cache and enqueues the deployments it may affect. Handlers return
+nothing (kopf would store returned values under ``status``, which is not a Kubernetes convention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+from pydantic import ValidationError
+
+from edgespec.api.base import GROUP, VERSION
+from edgespec.api.profile import EdgeProfileSpec
+from edgespec.handlers.cache import Cache
+from edgespec.handlers.reconcile import Reconciler
+from edgespec.handlers.workqueue import WorkQueue
+from edgespec.settings import OperatorSettings
+from edgespec.status import NodeInfo, matches
+
+log = logging.getLogger("edgespec")
+
+SETTINGS = OperatorSettings()
+CACHE = Cache()
+QUEUE = WorkQueue()
+_TASKS: list[asyncio.Task[None]] = []
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = "edgespec.dev/finalizer"
+    settings.posting.enabled = False  # we post our own Events, on the deployment, with clear reasons
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    client = AsyncClient(field_manager=SETTINGS.field_manager)
+    reconciler = Reconciler(client, CACHE, SETTINGS)
+
+    async def handle(key: tuple[str, str]) -> None:
+        try:
+            await reconciler.reconcile(key)
+        except Exception:  # keep the worker alive; retry with a delay
+            log.exception("reconcile of %s/%s failed; retrying in 5 s", *key)
+            QUEUE.add_later(key, 5.0)
+
+    for _worker in range(SETTINGS.workers):
+        _TASKS.append(asyncio.create_task(QUEUE.worker(handle)))
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    for task in _TASKS:
+        task.cancel()
+
+
+def _enqueue_matching(labels: dict[str, str] | None) -> None:
+    """Enqueue the deployments with a device class whose selector matches ``labels`` (all if None)."""
+    for key, body in CACHE.deployments.items():
+        classes = (body.get("spec") or {}).get("deviceClasses") or []
+        if labels is None or any(matches(labels, c.get("nodeSelector") or {}) for c in classes):
+            QUEUE.add(key)
+
+
+@kopf.on.event(GROUP, VERSION, "speculativedeployments")
+def deployment_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    key = (namespace or "", name)
+    if type == "DELETED":
+        CACHE.deployments.pop(key, None)
+        return
+    CACHE.deployments[key] = dict(body)
+    QUEUE.add(key)
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
+    old = CACHE.nodes.get(name)
+    if type == "DELETED":
+        CACHE.nodes.pop(name, None)
+        new = None
+    else:
+        new = NodeInfo.from_body(body)
+        CACHE.nodes[name] = new
+    if old == new:
+        return  # heartbeats and status noise: nothing the deployments depend on changed
+    for info in (old, new):
+        if info is not None:
+            _enqueue_matching(dict(info.labels))
+
+
+@kopf.on.event(GROUP, VERSION, "edgeprofiles")
+def profile_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
+    if type == "DELETED":
+        CACHE.profiles.pop(name, None)
+    else:
+        try:
+            CACHE.profiles[name] = EdgeProfileSpec.model_validate(dict(body.get("spec") or {}))
+        except ValidationError as err:
+            log.warning("ignoring EdgeProfile %s: %s", name, err.errors()[0]["msg"])
+            return
+    _enqueue_matching(None)

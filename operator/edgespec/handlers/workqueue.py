@@ -1,0 +1,49 @@
+"""A de-duplicating work queue, like client-go's: a key queued many times is reconciled once.
+
+A key being reconciled is never handed to a second worker; if it is queued again meanwhile it runs
+once more afterwards, so no event is lost and no two reconciles of one object race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+Key = tuple[str, str]
+
+
+class WorkQueue:
+    """Keys waiting, keys in flight, and keys dirtied while in flight."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._waiting: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+
+    def add(self, key: Key) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._waiting:
+            self._waiting.add(key)
+            self._queue.put_nowait(key)
+
+    def add_later(self, key: Key, delay_s: float) -> None:
+        asyncio.get_running_loop().call_later(delay_s, self.add, key)
+
+    async def worker(self, handle: Callable[[Key], Awaitable[None]]) -> None:
+        while True:
+            key = await self._queue.get()
+            self._waiting.discard(key)
+            self._active.add(key)
+            try:
+                await handle(key)
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.add(key)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()

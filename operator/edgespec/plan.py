@@ -1,0 +1,189 @@
+"""The reconcile's brain, pure: from what was observed to the status to write and the events to post.
+
+``plan_status`` resolves each device class's nodes, finds the profiles of the deployment's target,
+runs the ConfigSpec selection per class when profiles are there, and returns the whole new status
+with every condition set (Unknown where not yet known). The shell observes and applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from edgespec.api.deployment import (
+    Condition,
+    DeviceClassSelection,
+    DeviceClassStatus,
+    Phase,
+    ProfilingStatus,
+    SpeculativeDeploymentSpec,
+    SpeculativeDeploymentStatus,
+)
+from edgespec.api.profile import EdgeProfileSpec
+from edgespec.configspec import rank
+from edgespec.status import NodeInfo, nodes_condition_args, resolve_classes, set_condition, summary
+
+
+@dataclass(frozen=True)
+class Event:
+    """An Event to post on the deployment."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: SpeculativeDeploymentStatus
+    events: list[Event] = field(default_factory=list)
+
+
+def profiles_for(
+    spec: SpeculativeDeploymentSpec, profiles: Sequence[EdgeProfileSpec]
+) -> list[EdgeProfileSpec]:
+    """The profiles usable for this deployment: its target, its classes, its candidate drafts."""
+    classes = {c.name for c in spec.device_classes}
+    wanted = {(d.name, q.quantization) for d in spec.drafts for q in d.quantizations}
+    return [
+        p
+        for p in profiles
+        if p.target_model == spec.target.name
+        and p.device_class in classes
+        and (p.draft_model, p.quantization) in wanted
+    ]
+
+
+def plan_status(
+    *,
+    spec: SpeculativeDeploymentSpec,
+    generation: int | None,
+    previous: SpeculativeDeploymentStatus | None,
+    nodes: Sequence[NodeInfo],
+    profiles: Sequence[EdgeProfileSpec],
+    now: datetime,
+) -> Plan:
+    """The complete status for one observation of the world, and the events worth posting."""
+    prev = previous or SpeculativeDeploymentStatus()
+    conditions: list[Condition] = []
+    events: list[Event] = []
+
+    def cond(type_: str, status: str, reason: str, message: str) -> None:
+        conditions.append(
+            set_condition(
+                prev.conditions,
+                type=type_,
+                status=status,  # type: ignore[arg-type]
+                reason=reason,
+                message=message,
+                generation=generation,
+                now=now,
+            )
+        )
+
+    resolved = resolve_classes(spec.device_classes, nodes)
+    nodes_status, nodes_reason, nodes_message = nodes_condition_args(resolved)
+    cond("NodesResolved", nodes_status, nodes_reason, nodes_message)
+    prev_counts = {c.name: c.nodes for c in prev.device_classes}
+    if any(prev_counts.get(r.name) != len(r.nodes) for r in resolved):
+        events.append(Event("Normal" if nodes_status == "True" else "Warning", nodes_reason, nodes_message))
+
+    usable = profiles_for(spec, profiles)
+    needed = len(spec.device_classes) * sum(len(d.quantizations) for d in spec.drafts)
+    have = {(p.device_class, p.draft_model, p.quantization) for p in usable}
+    missing = [
+        f"{c.name}/{d.name}/{q.quantization}"
+        for c in spec.device_classes
+        for d in spec.drafts
+        for q in d.quantizations
+        if (c.name, d.name, q.quantization) not in have
+    ]
+    if missing:
+        cond(
+            "Profiled",
+            "False",
+            "ProfilesMissing",
+            f"{len(have)} of {needed} profiles present for target {spec.target.name}; missing: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. Import EdgeProfiles with "
+            "kubectl apply, or let the operator profile the devices.",
+        )
+    else:
+        cond("Profiled", "True", "ProfilesPresent", f"all {needed} profiles present")
+
+    selections: dict[str, DeviceClassSelection] = {}
+    prev_sel = {c.name: c.selection for c in prev.device_classes}
+    if usable:
+        memory = {r.name: r.min_allocatable_memory_bytes for r in resolved if r.min_allocatable_memory_bytes}
+        ranking = rank(
+            usable,
+            spec.objective,
+            spec.constraints,
+            prices_usd_per_million={spec.target.name: spec.target.price_usd_per_million_tokens},
+            device_memory_bytes=memory,
+            k_values=spec.speculative_length.values(),
+            target_model=spec.target.name,
+            device_classes=sorted({p.device_class for p in usable}),
+        )
+        for name, sel in ranking.selections.items():
+            old = prev_sel.get(name)
+            new = DeviceClassSelection(**sel.status_fields(), selected_at=now)
+            same = old is not None and (old.draft_model, old.quantization, old.k) == (
+                new.draft_model,
+                new.quantization,
+                new.k,
+            )
+            if same and old is not None:
+                new.selected_at = old.selected_at
+            else:
+                events.append(
+                    Event(
+                        "Normal",
+                        "Selected",
+                        f"{name}: {new.draft_model} {new.quantization} K={new.k}: {new.reason}",
+                    )
+                )
+            selections[name] = new
+        for bad in ranking.infeasible.values():
+            events.append(Event("Warning", "Infeasible", bad.message))
+        if ranking.infeasible:
+            cond("Selected", "False", "Infeasible", "; ".join(b.message for b in ranking.infeasible.values()))
+        else:
+            cond(
+                "Selected",
+                "True",
+                "ConfigurationChosen",
+                summary((n, f"K={s.k}") for n, s in selections.items()),
+            )
+    else:
+        cond("Selected", "Unknown", "AwaitingProfiles", "selection runs once profiles are present")
+
+    classes = [
+        DeviceClassStatus(
+            name=r.name,
+            nodes=len(r.nodes),
+            ready_nodes=len(r.ready_nodes),
+            selection=selections.get(r.name),
+        )
+        for r in resolved
+    ]
+    phase: Phase
+    if nodes_status != "True":
+        phase = "Pending"
+    elif missing:
+        phase = "Profiling"
+    elif len(selections) < len(spec.device_classes):
+        phase = "Degraded"
+    else:
+        phase = "Deploying"
+    status = SpeculativeDeploymentStatus(
+        phase=phase,
+        observed_generation=generation,
+        conditions=conditions,
+        device_classes=classes,
+        profiling=ProfilingStatus(done=len(have), needed=needed),
+        verifier=prev.verifier,
+        nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
+        k_summary=summary((n, s.k) for n, s in selections.items()),
+    )
+    return Plan(status=status, events=events)

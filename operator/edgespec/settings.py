@@ -1,0 +1,31 @@
+"""Operator settings, read once at start-up from the environment (``EDGESPEC_*``).
+
+Workload images come from here (the Helm chart sets them), never from constants in code; the pure
+builders receive them as an explicit input.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """What the operator process is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGESPEC_", extra="ignore")
+
+    edge_image: str = Field(
+        default="ghcr.io/edgespec/edge:0.1.0", description="Draft server and profiler image."
+    )
+    verifier_image: str = Field(
+        default="ghcr.io/edgespec/verifier:0.1.0", description="llama.cpp verifier image."
+    )
+    vllm_image: str = Field(
+        default="ghcr.io/edgespec/verifier-vllm:0.1.0", description="vLLM verifier image."
+    )
+    image_pull_policy: str = Field(default="IfNotPresent")
+    field_manager: str = Field(default="edgespec-operator", description="Server-side apply field manager.")
+    workers: int = Field(default=4, ge=1, le=64, description="Deployments reconciled concurrently.")
+    namespaces: str = Field(default="", description="Comma-separated namespaces to watch; empty: all.")
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
