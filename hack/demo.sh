@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: a local control plane with emulated Raspberry Pi, Jetson and
+# GPU nodes, the CRDs, the operator, a sample SpeculativeDeployment with imported profiles, and the
+# selection printed and plotted. The cluster keeps running afterwards; stop it with `make demo-stop`.
+source "$(dirname "$0")/env.sh"
+OUT="${OUT:-$ROOT/out/demo}"
+mkdir -p "$OUT"
+echo "==> building or reusing the control-plane binaries (first run: ~11 min of Go builds)"
+python -m edgespec_dev.tools ensure kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok
+KUBECTL="$(python -m edgespec_dev.tools ensure kubectl | tail -1 | awk '{print $NF}')"
+echo "==> starting the local cluster 'demo'"
+python -m edgespec_dev.cluster start --name demo
+export KUBECONFIG="$EDGESPEC_CACHE/clusters/demo/kubeconfig"
+k() { "$KUBECTL" "$@"; }
+k get nodes -L edgespec.dev/device-class,kubernetes.io/arch,node.kubernetes.io/instance-type
+echo "==> installing the CRDs"
+k apply --server-side -f crds/
+k wait --for=condition=Established crd --all --timeout=60s
+echo "==> starting the operator (log: $OUT/operator.log)"
+python -m edgespec.handlers --liveness http://127.0.0.1:0/healthz > "$OUT/operator.log" 2>&1 &
+OP=$!
+trap 'kill $OP 2>/dev/null || true' EXIT
+echo "==> applying samples/speculativedeployment-paper.yaml"
+k apply -f samples/speculativedeployment-paper.yaml
+for _ in $(seq 1 60); do
+  [ -n "$(k get specdeploy llama70b-edge -o jsonpath='{.status.nodesSummary}')" ] && break; sleep 0.5
+done
+k get specdeploy
+echo "==> importing the illustrative profiles (samples/profiles/paper-illustrative.yaml) instead of profiling"
+k apply -f samples/profiles/paper-illustrative.yaml > /dev/null
+for _ in $(seq 1 60); do
+  [ -n "$(k get specdeploy llama70b-edge -o jsonpath='{.status.kSummary}')" ] && break; sleep 0.5
+done
+k get specdeploy
+echo "==> what the operator chose, and why"
+k get specdeploy llama70b-edge -o jsonpath='{range .status.deviceClasses[*]}{.name}: {.selection.reason}{"\n\n"}{end}'
+echo "==> the full ranking from the same profiles (edgespec rank), and plots in $OUT"
+python -m edgespec rank --profiles samples/profiles/paper-illustrative.yaml --objective goodput \
+  --target llama-3.1-70b || true
+python -m edgespec plot --profiles samples/profiles/paper-illustrative.yaml --objective goodput \
+  --target llama-3.1-70b --out "$OUT"
+ls "$OUT"/*.png
+echo
+echo "The cluster is still running: export KUBECONFIG=$KUBECONFIG"
+echo "Stop it with: make demo-stop"

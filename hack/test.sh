@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): lint, types, generated-file drift, then every test tier:
+# unit, ConfigSpec, builders, cluster (real kube-apiserver + KWOK nodes), data plane (real models).
+source "$(dirname "$0")/env.sh"
+echo "==> building or reusing the control-plane binaries (first run: ~11 min of Go builds)"
+python -m edgespec_dev.tools ensure all
+echo "==> deriving or reusing the draft models"
+python -m edgespec_dev.drafts ensure
+echo "==> ruff"
+ruff check .
+ruff format --check .
+echo "==> mypy --strict"
+mypy operator/edgespec edge_image/edgespec_edge verifier_image/edgespec_verifier hack/edgespec_dev
+echo "==> import contract (pure core never imports kopf or a Kubernetes client)"
+lint-imports
+echo "==> generated files are up to date"
+python -m edgespec.api.crdgen --check
+python hack/make_illustrative_profiles.py --check
+echo "==> pytest"
+python -m pytest -p no:cacheprovider -ra "$@"
