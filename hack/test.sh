@@ -12,7 +12,7 @@ ruff format --check .
 echo "==> mypy --strict"
 mypy operator/edgespec edge_image/edgespec_edge verifier_image/edgespec_verifier hack/edgespec_dev
 echo "==> import contract (pure core never imports kopf or a Kubernetes client)"
-lint-imports
+lint-imports --no-cache
 echo "==> generated files are up to date"
 python -m edgespec.api.crdgen --check
 python hack/make_illustrative_profiles.py --check
