@@ -8,7 +8,8 @@ mkdir -p "$OUT"
 echo "==> building or reusing the control-plane binaries (first run: ~11 min of Go builds)"
 python -m edgespec_dev.tools ensure kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok
 KUBECTL="$(python -m edgespec_dev.tools ensure kubectl | tail -1 | awk '{print $NF}')"
-echo "==> starting the local cluster 'demo'"
+echo "==> starting the local cluster 'demo' (a running one is restarted fresh)"
+python -m edgespec_dev.cluster stop --name demo --delete > /dev/null 2>&1 || true
 python -m edgespec_dev.cluster start --name demo
 export KUBECONFIG="$EDGESPEC_CACHE/clusters/demo/kubeconfig"
 k() { "$KUBECTL" "$@"; }
@@ -17,7 +18,7 @@ echo "==> installing the CRDs"
 k apply --server-side -f crds/
 k wait --for=condition=Established crd --all --timeout=60s
 echo "==> starting the operator (log: $OUT/operator.log)"
-python -m edgespec.handlers --liveness http://127.0.0.1:0/healthz > "$OUT/operator.log" 2>&1 &
+python -m edgespec.handlers --liveness none > "$OUT/operator.log" 2>&1 &
 OP=$!
 trap 'kill $OP 2>/dev/null || true' EXIT
 echo "==> applying samples/speculativedeployment-paper.yaml"
@@ -37,9 +38,11 @@ k get specdeploy llama70b-edge -o jsonpath='{range .status.deviceClasses[*]}{.na
 echo "==> the full ranking from the same profiles (edgespec rank), and plots in $OUT"
 python -m edgespec rank --profiles samples/profiles/paper-illustrative.yaml --objective goodput \
   --target llama-3.1-70b || true
-python -m edgespec plot --profiles samples/profiles/paper-illustrative.yaml --objective goodput \
-  --target llama-3.1-70b --out "$OUT"
+python -m edgespec plot --profiles samples/profiles/paper-illustrative.yaml --target llama-3.1-70b --out "$OUT"
 ls "$OUT"/*.png
+echo "==> the deployment and the emulated devices"
+k get specdeploy -o wide
+k get nodes -L edgespec.dev/device-class,kubernetes.io/arch,node.kubernetes.io/instance-type
 echo
 echo "The cluster is still running: export KUBECONFIG=$KUBECONFIG"
 echo "Stop it with: make demo-stop"

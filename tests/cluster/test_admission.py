@@ -84,7 +84,7 @@ INVALID: list[tuple[str, Callable[[Manifest], None], str]] = [
     ("vllm-without-model", _set("spec.target.vllmModel", _DELETE), "spec.target.vllmModel"),
     ("bad-max-age", _set("spec.profiling.maxAge", "one week"), "spec.profiling.maxAge"),
     ("replicas-zero", _set("spec.verifier.replicas", 0), "spec.verifier.replicas"),
-    ("min-gain-above-one", _set("spec.adaptation.minGain", 2.0), "spec.adaptation.minGain"),
+    ("min-gain-above-one", _set("spec.adaptation", {"minGain": 2.0}), "spec.adaptation.minGain"),
     ("missing-target", _set("spec.target", _DELETE), "spec.target"),
 ]
 

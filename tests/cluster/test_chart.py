@@ -66,12 +66,13 @@ def ensure_namespace(cluster: Cluster, name: str, labels: dict[str, str] | None 
 
 def dry_run(cluster: Cluster, manifests: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return cluster.kubectl(
-        "apply", "--dry-run=server", "--server-side", "--field-manager=edgespec-test", "--validate=strict",
+        "apply", "--dry-run=server", "--server-side", "--force-conflicts", "--field-manager=edgespec-test",
+        "--validate=strict",
         *extra, "-f", "-", input=manifests, check=False,
     )  # fmt: skip
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def namespaces(cluster: Cluster) -> Iterator[None]:
     ensure_namespace(cluster, RELEASE_NAMESPACE)
     # warn (not enforce): workload templates are only ever warned about, which is what we assert on
@@ -138,19 +139,32 @@ def test_operator_rbac_covers_what_the_builders_make(cluster: Cluster, namespace
     rendered = helm_template(server_version(cluster), "crds.install=false", "metrics.enabled=false")
     rbac = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "Deployment"]
     cluster.kubectl(
-        "apply", "--server-side", "--field-manager=edgespec-test", "-f", "-", input=yaml.safe_dump_all(rbac)
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=edgespec-test",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(rbac),
     )
     try:
         account = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]
         operator = f"system:serviceaccount:{account['namespace']}:{account['name']}"
-        manifests = yaml.safe_dump_all(_builder_manifests(WORKLOAD_NAMESPACE))
-        result = dry_run(cluster, manifests, f"--as={operator}")
+        built = _builder_manifests(WORKLOAD_NAMESPACE)
+        # The profiler's ClusterRole must exist for real: binding a role that a dry run only pretends
+        # to create fails the API server's escalation check with NotFound.
+        roles = [m for m in built if m["kind"] == "ClusterRole"]
+        cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(roles)
+        )
+        result = dry_run(cluster, yaml.safe_dump_all(built), f"--as={operator}")
         assert result.returncode == 0, f"the operator may not apply its own objects:\n{result.stderr}"
         assert "would violate PodSecurity" not in result.stderr, result.stderr
     finally:
         cluster.kubectl(
             "delete", "-f", "-", "--ignore-not-found", input=yaml.safe_dump_all(rbac), check=False
         )
+        cluster.kubectl("delete", "clusterrole", "edgespec-profiler", "--ignore-not-found", check=False)
 
 
 def test_dashboard_uses_only_metrics_the_data_plane_exports() -> None:

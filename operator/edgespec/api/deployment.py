@@ -198,13 +198,16 @@ class SpeculativeDeploymentSpec(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.verifier.engine != 'llamacpp' || has(self.target.gguf)",
+                    # verifier may be omitted (engine then defaults to vllm): guard every access with has()
+                    "rule": "!has(self.verifier) || !has(self.verifier.engine)"
+                    " || self.verifier.engine != 'llamacpp' || has(self.target.gguf)",
                     "message": "the llamacpp verifier engine needs target.gguf",
                     "fieldPath": ".target.gguf",
                     "reason": "FieldValueRequired",
                 },
                 {
-                    "rule": "self.verifier.engine != 'vllm' || has(self.target.vllmModel)",
+                    "rule": "(has(self.verifier) && has(self.verifier.engine)"
+                    " && self.verifier.engine != 'vllm') || has(self.target.vllmModel)",
                     "message": "the vllm verifier engine needs target.vllmModel",
                     "fieldPath": ".target.vllmModel",
                     "reason": "FieldValueRequired",

@@ -12,13 +12,16 @@ from edgespec.handlers import registration
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the edgespec operator against the current kubeconfig.")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint URL")
+    parser.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
+        help="liveness endpoint URL, or 'none' to disable",
+    )
     args = parser.parse_args(argv)
     namespaces = [n for n in registration.SETTINGS.namespaces.split(",") if n]
     kopf.configure(verbose=args.verbose)
-    kopf.run(
-        standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness
-    )
+    liveness = None if args.liveness in ("", "none") else args.liveness
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness)
     return 0
 
 
