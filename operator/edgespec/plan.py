@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from pydantic import SecretStr
 
 from edgespec.api.deployment import (
     Condition,
@@ -21,6 +24,14 @@ from edgespec.api.deployment import (
     SpeculativeDeploymentStatus,
 )
 from edgespec.api.profile import EdgeProfileSpec
+from edgespec.builders import (
+    DraftServerInput,
+    Owner,
+    VerifierInput,
+    WorkloadImages,
+    build_draft_servers,
+    build_verifier,
+)
 from edgespec.configspec import rank
 from edgespec.status import NodeInfo, nodes_condition_args, resolve_classes, set_condition, summary
 
@@ -187,3 +198,33 @@ def plan_status(
         k_summary=summary((n, s.k) for n, s in selections.items()),
     )
     return Plan(status=status, events=events)
+
+
+def desired_children(
+    *,
+    spec: SpeculativeDeploymentSpec,
+    owner: Owner,
+    images: WorkloadImages,
+    token: str,
+    status: SpeculativeDeploymentStatus,
+) -> list[dict[str, Any]]:
+    """The verifier objects, and the draft servers of every class that has a selection, in apply order.
+
+    The verifier comes first (profiling needs it); a class without a selection gets no draft servers
+    yet. K reaches only the ConfigMap, so a change of K alone never restarts a draft server.
+    """
+    common = {"owner": owner, "spec": spec, "images": images}
+    children = build_verifier(VerifierInput(**common, token=SecretStr(token)))
+    for cls in status.device_classes:
+        if cls.selection is None:
+            continue
+        children += build_draft_servers(
+            DraftServerInput(
+                **common,
+                device_class_name=cls.name,
+                draft_model=cls.selection.draft_model,
+                quantization=cls.selection.quantization,
+                k=cls.selection.k,
+            )
+        )
+    return children

@@ -147,3 +147,83 @@ def test_class_without_nodes_is_reported_with_the_fix(operator: Any) -> None:
     assert cond["status"] == "False" and cond["reason"] == "NoReadyNodes"
     assert "ghost" in cond["message"] and "nodeSelector" in cond["message"]
     assert status["phase"] == "Pending"
+
+
+def _get(cluster: Any, kind: str, name: str) -> dict[str, Any]:
+    result = cluster.kubectl("get", kind, name, "-n", "default", "-o", "json", check=False)
+    return dict(json.loads(result.stdout)) if result.returncode == 0 else {}
+
+
+def test_children_carry_the_selection_and_k_changes_without_restart(operator: Any) -> None:
+    cluster = operator
+    cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
+    cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
+    _wait("selection", lambda: _status(cluster, "llama70b-edge").get("kSummary"))
+
+    # Verifier first: Secret, Deployment on the GPU nodes, Service; all owned by the deployment.
+    verifier = _wait("verifier Deployment", lambda: _get(cluster, "deployment", "llama70b-edge-verifier"))
+    owner = verifier["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "SpeculativeDeployment" and owner["controller"] is True
+    pod = verifier["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"edgespec.dev/role": "verifier"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] in (8, "8")
+    assert _get(cluster, "service", "llama70b-edge-verifier")
+    assert _get(cluster, "secret", "llama70b-edge-verifier-token")
+
+    # One DaemonSet per class, on that class's nodes, and K in its ConfigMap.
+    status = _status(cluster, "llama70b-edge")
+    chosen = {c["name"]: c["selection"] for c in status["deviceClasses"]}
+    jetson = _wait(
+        "jetson DaemonSet", lambda: _get(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+    )
+    assert jetson["spec"]["template"]["spec"]["nodeSelector"] == {"edgespec.dev/device-class": "jetson-orin"}
+    config = _get(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")
+    assert f"k: {chosen['jetson-agx-orin']['k']}" in config["data"]["speculative.yaml"]
+    assert chosen["jetson-agx-orin"]["k"] >= 8  # goodput on the Jetson: long K (the paper's finding)
+    template_before = jetson["spec"]["template"]
+    generation_before = jetson["metadata"]["generation"]
+
+    # Energy: the paper says K = 2 with the smallest draft; on the Jetson only K changes.
+    cluster.kubectl(
+        "patch", "specdeploy", "llama70b-edge", "-n", "default", "--type=merge",
+        "-p", json.dumps({"spec": {"objective": {"kind": "energy"}}}),
+    )  # fmt: skip
+    _wait(
+        "K=2 in the Jetson ConfigMap",
+        lambda: (
+            "k: 2"
+            in _get(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")["data"]["speculative.yaml"]
+        ),
+    )
+    status = _status(cluster, "llama70b-edge")
+    energy = {c["name"]: c["selection"] for c in status["deviceClasses"]}
+    assert all(s["k"] == 2 for s in energy.values())
+    assert energy["jetson-agx-orin"]["draftModel"] == chosen["jetson-agx-orin"]["draftModel"]
+    jetson_after = _get(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+    assert jetson_after["spec"]["template"] == template_before  # no rollout, no restart
+    assert jetson_after["metadata"]["generation"] == generation_before
+
+
+def test_deleting_the_deployment_garbage_collects_its_children(operator: Any) -> None:
+    cluster = operator
+    cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
+    cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
+    _wait("children", lambda: _get(cluster, "daemonset", "llama70b-edge-draft-rpi5"))
+    cluster.kubectl("delete", "specdeploy", "llama70b-edge", "-n", "default")
+    selector = "edgespec.dev/deployment=llama70b-edge"
+    _wait(
+        "garbage collection",
+        lambda: (
+            not cluster.kubectl(
+                "get",
+                "deployments,daemonsets,services,configmaps,secrets",
+                "-n",
+                "default",
+                "-l",
+                selector,
+                "-o",
+                "name",
+            ).stdout.strip()
+        ),
+        timeout_s=60,
+    )

@@ -6,13 +6,16 @@ so a crash and restart converge to the same object and fields we stop setting ar
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
+from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event as CoreEvent
+from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from edgespec.api.base import API_VERSION, GROUP, VERSION
@@ -65,3 +68,30 @@ async def post_event(client: AsyncClient, owner: dict[str, Any], event: Event, c
             count=1,
         )
     )
+
+
+async def apply_manifest(client: AsyncClient, manifest: dict[str, Any], field_manager: str) -> None:
+    """Server-side apply one child manifest (create or converge), taking ownership of its fields."""
+    resource = resource_registry.load(manifest["apiVersion"], manifest["kind"])
+    meta = manifest["metadata"]
+    await client.patch(  # type: ignore[type-var]
+        resource,
+        meta["name"],
+        manifest,
+        namespace=meta.get("namespace"),
+        patch_type=PatchType.APPLY,
+        field_manager=field_manager,
+        force=True,
+    )
+
+
+async def read_secret_value(client: AsyncClient, namespace: str, name: str, key: str) -> str | None:
+    """One value of a Secret, or None if the Secret or the key does not exist."""
+    try:
+        secret = await client.get(Secret, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+    data = secret.data or {}
+    return base64.b64decode(data[key]).decode() if key in data else None

@@ -7,16 +7,22 @@ back as a watch event, ends the loop instead of feeding it).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import secrets
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from pydantic import ValidationError
 
 from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
+from edgespec.builders import Owner, WorkloadImages
+from edgespec.builders.naming import verifier_secret_name
+from edgespec.builders.podspec import TOKEN_KEY
 from edgespec.handlers.cache import Cache, Key
-from edgespec.handlers.kube import apply_status, post_event
-from edgespec.plan import Event, plan_status
+from edgespec.handlers.kube import apply_manifest, apply_status, post_event, read_secret_value
+from edgespec.plan import Event, desired_children, plan_status
 from edgespec.settings import OperatorSettings
 from edgespec.status import now_utc, set_condition
 
@@ -40,6 +46,13 @@ class Reconciler:
         self.client = client
         self.cache = cache
         self.settings = settings
+        self.images = WorkloadImages(
+            edge=settings.edge_image,
+            verifier=settings.verifier_image,
+            vllm=settings.vllm_image,
+            pull_policy=settings.image_pull_policy,
+        )
+        self._applied: dict[Key, str] = {}  # hash of the children last applied, per deployment
 
     async def reconcile(self, key: Key) -> None:
         body = self.cache.deployments.get(key)
@@ -66,6 +79,7 @@ class Reconciler:
             profiles=list(self.cache.profiles.values()),
             now=now_utc(),
         )
+        await self._apply_children(body, spec, plan.status)
         new = plan.status.to_api()
         if _comparable(new) != _comparable(stored):
             await apply_status(self.client, namespace, name, new, self.settings.field_manager)
@@ -79,6 +93,29 @@ class Reconciler:
             )
         for event in plan.events:
             await self._event(body, event)
+
+    async def _apply_children(
+        self, body: dict[str, Any], spec: SpeculativeDeploymentSpec, status: SpeculativeDeploymentStatus
+    ) -> None:
+        """Apply the verifier and the draft servers; skipped when nothing changed since the last apply."""
+        owner = Owner.from_body(body)
+        key = (owner.namespace, owner.name)
+        # The token is generated once and then always read back, so it survives restarts of the operator.
+        token = await read_secret_value(self.client, owner.namespace, verifier_secret_name(owner), TOKEN_KEY)
+        children = desired_children(
+            spec=spec,
+            owner=owner,
+            images=self.images,
+            token=token or secrets.token_urlsafe(32),
+            status=status,
+        )
+        digest = hashlib.sha256(json.dumps([owner.uid, children], sort_keys=True).encode()).hexdigest()
+        if self._applied.get(key) == digest:
+            return
+        for manifest in children:
+            await apply_manifest(self.client, manifest, self.settings.field_manager)
+        self._applied[key] = digest
+        log.info("%s/%s: applied %d children", owner.namespace, owner.name, len(children))
 
     async def _invalid(
         self,
