@@ -30,14 +30,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edgespec.wire import SamplingParams, VerifyRequest
+from edgespec.wire import VerifyRequest
 from edgespec_dev.drafts import ensure, target_path
-from edgespec_edge.config import SpeculativeLength
 from edgespec_edge.llama_kv import LlamaRuntime
-from edgespec_edge.loop import Drafter, GenerationStats, VerifierClient, speculative_generate
+from edgespec_edge.loop import Drafter, GenerationStats, VerifierClient
 from edgespec_edge.models import builtin_catalog
 from edgespec_edge.power import NominalSensor
-from edgespec_edge.profiler import DraftUnderTest, load_prompts, profile_draft
+from edgespec_edge.profiler import DraftUnderTest, load_prompts, measure_acceptance, profile_draft
 
 
 def log(message: str) -> None:
@@ -126,23 +125,7 @@ async def run_loop(
     drafter: Drafter, client: VerifierClient, prompts: list[str], k: int, tokens: int
 ) -> GenerationStats:
     """The loop over the prompts; totals exclude each prompt's first round (TTFT), as G(K) is steady state."""
-    total = GenerationStats()
-    for prompt in prompts:
-        stats = GenerationStats()
-        async for _ in speculative_generate(
-            drafter,
-            client,
-            drafter.runtime.tokenize(prompt),
-            max_tokens=tokens,
-            k_source=SpeculativeLength(k),
-            sampling=SamplingParams(),
-            stats=stats,
-        ):
-            pass
-        total.rounds.extend(stats.rounds[1:])
-        total.completion_tokens += stats.completion_tokens - stats.first_round_tokens
-        total.elapsed_s += stats.elapsed_s - stats.first_round_s
-    return total
+    return await measure_acceptance(drafter, client, prompts, k, tokens, steady_state=True)
 
 
 def goodput(k: int, alpha: float, v_d: float, t_verify: float) -> float:

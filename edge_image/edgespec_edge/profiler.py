@@ -102,8 +102,19 @@ def measure_draft_speed(runtime: LlamaRuntime, prompts: Sequence[str], tokens: i
 
 
 async def measure_acceptance(
-    drafter: Drafter, client: VerifierClient, prompts: Sequence[str], k: int, max_tokens: int
+    drafter: Drafter,
+    client: VerifierClient,
+    prompts: Sequence[str],
+    k: int,
+    max_tokens: int,
+    *,
+    steady_state: bool = False,
 ) -> GenerationStats:
+    """Run the real loop over ``prompts`` at speculative length ``k`` and collect its rounds.
+
+    ``steady_state`` drops each prompt's first round (it reads the prompt on both sides: time to
+    first token), which is what G(K) describes.
+    """
     total = GenerationStats()
     for prompt in prompts:
         stats = GenerationStats()
@@ -117,9 +128,14 @@ async def measure_acceptance(
             stats=stats,
         ):
             pass
-        total.rounds.extend(stats.rounds)
-        total.completion_tokens += stats.completion_tokens
-        total.elapsed_s += stats.elapsed_s
+        if steady_state:
+            total.rounds.extend(stats.rounds[1:])
+            total.completion_tokens += stats.completion_tokens - stats.first_round_tokens
+            total.elapsed_s += stats.elapsed_s - stats.first_round_s
+        else:
+            total.rounds.extend(stats.rounds)
+            total.completion_tokens += stats.completion_tokens
+            total.elapsed_s += stats.elapsed_s
     return total
 
 
