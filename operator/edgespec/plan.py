@@ -7,7 +7,7 @@ with every condition set (Unknown where not yet known). The shell observes and a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from edgespec.api.deployment import (
     ProfilingStatus,
     SpeculativeDeploymentSpec,
     SpeculativeDeploymentStatus,
+    VerifierStatus,
 )
 from edgespec.api.profile import EdgeProfileSpec
 from edgespec.builders import (
@@ -43,6 +44,18 @@ class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Readiness of one workload (the verifier Deployment or a class's draft DaemonSet)."""
+
+    ready: int = 0
+    desired: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.desired > 0 and self.ready >= self.desired
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ def plan_status(
     nodes: Sequence[NodeInfo],
     profiles: Sequence[EdgeProfileSpec],
     now: datetime,
+    verifier: Rollout | None = None,
+    drafts: Mapping[str, Rollout] | None = None,
 ) -> Plan:
     """The complete status for one observation of the world, and the events worth posting."""
     prev = previous or SpeculativeDeploymentStatus()
@@ -169,15 +184,35 @@ def plan_status(
     else:
         cond("Selected", "Unknown", "AwaitingProfiles", "selection runs once profiles are present")
 
+    verifier = verifier or Rollout()
+    drafts = drafts or {}
     classes = [
         DeviceClassStatus(
             name=r.name,
             nodes=len(r.nodes),
             ready_nodes=len(r.ready_nodes),
+            ready_drafts=drafts.get(r.name, Rollout()).ready,
             selection=selections.get(r.name),
         )
         for r in resolved
     ]
+    waiting = [n for n in selections if not drafts.get(n, Rollout()).complete]
+    if not verifier.complete:
+        cond(
+            "Ready",
+            "False",
+            "VerifierNotReady",
+            f"verifier: {verifier.ready}/{verifier.desired} replicas ready",
+        )
+    elif not selections or waiting:
+        cond(
+            "Ready",
+            "False",
+            "DraftsNotReady",
+            f"draft servers not ready yet: {', '.join(waiting) or 'none selected'}",
+        )
+    else:
+        cond("Ready", "True", "AllReady", f"verifier and draft servers of {len(selections)} class(es) ready")
     phase: Phase
     if nodes_status != "True":
         phase = "Pending"
@@ -185,6 +220,8 @@ def plan_status(
         phase = "Profiling"
     elif len(selections) < len(spec.device_classes):
         phase = "Degraded"
+    elif verifier.complete and not waiting:
+        phase = "Ready"
     else:
         phase = "Deploying"
     status = SpeculativeDeploymentStatus(
@@ -193,7 +230,9 @@ def plan_status(
         conditions=conditions,
         device_classes=classes,
         profiling=ProfilingStatus(done=len(have), needed=needed),
-        verifier=prev.verifier,
+        verifier=VerifierStatus(
+            ready_replicas=verifier.ready, replicas=verifier.desired, endpoint=prev.verifier.endpoint
+        ),
         nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
         k_summary=summary((n, s.k) for n, s in selections.items()),
     )

@@ -180,6 +180,15 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
     config = _get(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")
     assert f"k: {chosen['jetson-agx-orin']['k']}" in config["data"]["speculative.yaml"]
     assert chosen["jetson-agx-orin"]["k"] >= 8  # goodput on the Jetson: long K (the paper's finding)
+    # KWOK runs the pods on the emulated nodes: the rollouts complete and the deployment is Ready.
+    ready = _wait(
+        "phase Ready", lambda: (s := _status(cluster, "llama70b-edge")).get("phase") == "Ready" and s, 90
+    )
+    assert _condition(ready, "Ready")["status"] == "True"
+    assert ready["verifier"]["readyReplicas"] == 1
+    # every node of every class runs a ready draft server (an earlier test's removed node may linger)
+    assert all(c["readyDrafts"] >= c["nodes"] > 0 for c in ready["deviceClasses"]), ready["deviceClasses"]
+    jetson = _get(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
     template_before = jetson["spec"]["template"]
     generation_before = jetson["metadata"]["generation"]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgespec.api.profile import EdgeProfileSpec
+from edgespec.plan import Rollout
 from edgespec.status import NodeInfo
 
 Key = tuple[str, str]
@@ -20,3 +21,5 @@ class Cache:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     deployments: dict[Key, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[str, EdgeProfileSpec] = field(default_factory=dict)
+    # (namespace, kind, name) -> readiness of the Deployments and DaemonSets the operator made
+    workloads: dict[tuple[str, str, str], Rollout] = field(default_factory=dict)

@@ -18,11 +18,11 @@ from pydantic import ValidationError
 
 from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
 from edgespec.builders import Owner, WorkloadImages
-from edgespec.builders.naming import verifier_secret_name
+from edgespec.builders.naming import draft_name, verifier_name, verifier_secret_name
 from edgespec.builders.podspec import TOKEN_KEY
 from edgespec.handlers.cache import Cache, Key
 from edgespec.handlers.kube import apply_manifest, apply_status, post_event, read_secret_value
-from edgespec.plan import Event, desired_children, plan_status
+from edgespec.plan import Event, Rollout, desired_children, plan_status
 from edgespec.settings import OperatorSettings
 from edgespec.status import now_utc, set_condition
 
@@ -71,6 +71,7 @@ class Reconciler:
         except ValidationError as err:
             await self._invalid(body, previous, generation, err)
             return
+        owner = Owner.from_body(body)
         plan = plan_status(
             spec=spec,
             generation=generation,
@@ -78,6 +79,13 @@ class Reconciler:
             nodes=list(self.cache.nodes.values()),
             profiles=list(self.cache.profiles.values()),
             now=now_utc(),
+            verifier=self.cache.workloads.get((namespace, "Deployment", verifier_name(owner))),
+            drafts={
+                c.name: self.cache.workloads.get(
+                    (namespace, "DaemonSet", draft_name(owner, c.name)), Rollout()
+                )
+                for c in spec.device_classes
+            },
         )
         await self._apply_children(body, spec, plan.status)
         new = plan.status.to_api()

@@ -19,6 +19,7 @@ from edgespec.api.profile import EdgeProfileSpec
 from edgespec.handlers.cache import Cache
 from edgespec.handlers.reconcile import Reconciler
 from edgespec.handlers.workqueue import WorkQueue
+from edgespec.plan import Rollout
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo, matches
 
@@ -101,3 +102,36 @@ def profile_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
             log.warning("ignoring EdgeProfile %s: %s", name, err.errors()[0]["msg"])
             return
     _enqueue_matching(None)
+
+
+def _rollout(kind: str, status: dict[str, Any]) -> Rollout:
+    if kind == "DaemonSet":
+        return Rollout(ready=status.get("numberReady", 0), desired=status.get("desiredNumberScheduled", 0))
+    return Rollout(ready=status.get("readyReplicas", 0), desired=status.get("replicas", 0))
+
+
+def _workload_event(kind: str, type: str, body: kopf.Body, namespace: str | None, name: str) -> None:
+    key = (namespace or "", kind, name)
+    if type == "DELETED":
+        CACHE.workloads.pop(key, None)
+    else:
+        rollout = _rollout(kind, dict(body.get("status") or {}))
+        if CACHE.workloads.get(key) == rollout:
+            return
+        CACHE.workloads[key] = rollout
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "SpeculativeDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
+            QUEUE.add((namespace or "", ref["name"]))
+
+
+_OURS = {"app.kubernetes.io/managed-by": "edgespec"}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=_OURS)
+def verifier_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    _workload_event("Deployment", type, body, namespace, name)
+
+
+@kopf.on.event("apps", "v1", "daemonsets", labels=_OURS)
+def drafts_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    _workload_event("DaemonSet", type, body, namespace, name)
