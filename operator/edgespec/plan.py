@@ -28,13 +28,23 @@ from edgespec.api.profile import EdgeProfileSpec
 from edgespec.builders import (
     DraftServerInput,
     Owner,
+    ProfilingJobInput,
     VerifierInput,
     WorkloadImages,
     build_draft_servers,
+    build_profiler_rbac,
+    build_profiling_job,
     build_verifier,
 )
 from edgespec.configspec import rank
-from edgespec.status import NodeInfo, nodes_condition_args, resolve_classes, set_condition, summary
+from edgespec.status import (
+    NodeInfo,
+    ResolvedClass,
+    nodes_condition_args,
+    resolve_classes,
+    set_condition,
+    summary,
+)
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,71 @@ class Rollout:
         return self.desired > 0 and self.ready >= self.desired
 
 
+ProfileKey = tuple[str, str, str]
+"""(device class, draft model, quantisation)."""
+
+
+@dataclass(frozen=True)
+class ProfilingJob:
+    """One profiling Job to run: what to profile and on which node of the class."""
+
+    key: ProfileKey
+    node_name: str
+
+
 @dataclass(frozen=True)
 class Plan:
     status: SpeculativeDeploymentStatus
     events: list[Event] = field(default_factory=list)
+    profiling_jobs: list[ProfilingJob] = field(default_factory=list)
+
+
+def profile_keys(spec: SpeculativeDeploymentSpec) -> list[ProfileKey]:
+    """Every (class, draft, quantisation) the deployment needs a profile of, in spec order."""
+    return [
+        (c.name, d.name, q.quantization)
+        for c in spec.device_classes
+        for d in spec.drafts
+        for q in d.quantizations
+    ]
+
+
+def duration_seconds(text: str) -> float:
+    """A Go-style duration such as ``168h`` or ``1h30m`` in seconds (the API's pattern admits only h/m/s)."""
+    total, number = 0.0, ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        else:
+            total += float(number) * {"h": 3600, "m": 60, "s": 1}[char]
+            number = ""
+    return total
+
+
+def schedule_profiling(
+    spec: SpeculativeDeploymentSpec,
+    resolved: Sequence[ResolvedClass],
+    to_profile: Sequence[ProfileKey],
+    failed: frozenset[ProfileKey],
+) -> list[ProfilingJob]:
+    """The Jobs that should exist now: per class at most ``concurrencyPerClass``, spread over its nodes.
+
+    Failed keys are not retried here (the Job's own backoffLimit did that); a spec change or a deleted
+    Job starts over.
+    """
+    nodes = {r.name: [n.name for n in r.ready_nodes] for r in resolved}
+    per_class: dict[str, int] = {}
+    jobs = []
+    for key in to_profile:
+        cls = key[0]
+        if key in failed or not nodes.get(cls):
+            continue
+        index = per_class.get(cls, 0)
+        if index >= spec.profiling.concurrency_per_class:
+            continue
+        per_class[cls] = index + 1
+        jobs.append(ProfilingJob(key=key, node_name=nodes[cls][index % len(nodes[cls])]))
+    return jobs
 
 
 def profiles_for(
@@ -89,6 +160,7 @@ def plan_status(
     now: datetime,
     verifier: Rollout | None = None,
     drafts: Mapping[str, Rollout] | None = None,
+    failed_profiling: frozenset[ProfileKey] = frozenset(),
 ) -> Plan:
     """The complete status for one observation of the world, and the events worth posting."""
     prev = previous or SpeculativeDeploymentStatus()
@@ -118,21 +190,42 @@ def plan_status(
     usable = profiles_for(spec, profiles)
     needed = len(spec.device_classes) * sum(len(d.quantizations) for d in spec.drafts)
     have = {(p.device_class, p.draft_model, p.quantization) for p in usable}
-    missing = [
-        f"{c.name}/{d.name}/{q.quantization}"
-        for c in spec.device_classes
-        for d in spec.drafts
-        for q in d.quantizations
-        if (c.name, d.name, q.quantization) not in have
-    ]
-    if missing:
+    max_age_s = duration_seconds(spec.profiling.max_age)
+    fresh = {
+        (p.device_class, p.draft_model, p.quantization)
+        for p in usable
+        if p.measured_at is None or (now - p.measured_at).total_seconds() <= max_age_s
+    }
+    missing = [key for key in profile_keys(spec) if key not in have]
+    to_profile = [key for key in profile_keys(spec) if key not in fresh]
+    failed = sorted(failed_profiling)
+    if failed:
+        cond(
+            "Profiled",
+            "False",
+            "ProfilingFailed",
+            f"profiling failed after its retries for {', '.join('/'.join(k) for k in failed)}; see "
+            "kubectl logs of the Jobs labelled app.kubernetes.io/component=profiler",
+        )
+    elif missing:
         cond(
             "Profiled",
             "False",
             "ProfilesMissing",
             f"{len(have)} of {needed} profiles present for target {spec.target.name}; missing: "
-            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. Import EdgeProfiles with "
-            "kubectl apply, or let the operator profile the devices.",
+            f"{', '.join('/'.join(k) for k in missing[:5])}{' ...' if len(missing) > 5 else ''}. "
+            + (
+                "Profiling Jobs are running."
+                if spec.profiling.enabled
+                else "Profiling is disabled: import EdgeProfiles with kubectl apply."
+            ),
+        )
+    elif len(fresh) < len(have):
+        cond(
+            "Profiled",
+            "True",
+            "RefreshingStaleProfiles",
+            f"all {needed} present; re-profiling those older than {spec.profiling.max_age}",
         )
     else:
         cond("Profiled", "True", "ProfilesPresent", f"all {needed} profiles present")
@@ -229,14 +322,17 @@ def plan_status(
         observed_generation=generation,
         conditions=conditions,
         device_classes=classes,
-        profiling=ProfilingStatus(done=len(have), needed=needed),
+        profiling=ProfilingStatus(done=len(have), needed=needed, failed=["/".join(k) for k in failed]),
         verifier=VerifierStatus(
             ready_replicas=verifier.ready, replicas=verifier.desired, endpoint=prev.verifier.endpoint
         ),
         nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
         k_summary=summary((n, s.k) for n, s in selections.items()),
     )
-    return Plan(status=status, events=events)
+    jobs = (
+        [] if not spec.profiling.enabled else schedule_profiling(spec, resolved, to_profile, failed_profiling)
+    )
+    return Plan(status=status, events=events, profiling_jobs=jobs)
 
 
 def desired_children(
@@ -246,6 +342,7 @@ def desired_children(
     images: WorkloadImages,
     token: str,
     status: SpeculativeDeploymentStatus,
+    profiling_jobs: Sequence[ProfilingJob] = (),
 ) -> list[dict[str, Any]]:
     """The verifier objects, and the draft servers of every class that has a selection, in apply order.
 
@@ -264,6 +361,21 @@ def desired_children(
                 draft_model=cls.selection.draft_model,
                 quantization=cls.selection.quantization,
                 k=cls.selection.k,
+            )
+        )
+    if profiling_jobs:
+        children += build_profiler_rbac(owner)
+    for job in profiling_jobs:
+        cls_name, draft, quant = job.key
+        children.append(
+            build_profiling_job(
+                ProfilingJobInput(
+                    **common,
+                    device_class_name=cls_name,
+                    draft_model=draft,
+                    quantization=quant,
+                    node_name=job.node_name,
+                )
             )
         )
     return children

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +94,10 @@ def test_nodes_resolved_per_class_then_selection_from_profiles(operator: Any) ->
     assert any(e["reason"] == "NodesFound" for e in json.loads(events)["items"])
 
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
-    status = _wait("selection", lambda: (s := _status(cluster, "llama70b-edge")).get("kSummary") and s)
+    status = _wait(
+        "a selection for every class",
+        lambda: (s := _status(cluster, "llama70b-edge")).get("kSummary", "").count("=") == 3 and s,
+    )
     chosen = {c["name"]: c["selection"] for c in status["deviceClasses"]}
     assert set(chosen) == {"rpi4b", "rpi5", "jetson-agx-orin"}
     # The paper's finding, through the operator: the Jetson drafts longer than the Pi 4B.
@@ -158,7 +162,7 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
     cluster = operator
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
-    _wait("selection", lambda: _status(cluster, "llama70b-edge").get("kSummary"))
+    _wait("selection", lambda: _status(cluster, "llama70b-edge").get("kSummary", "").count("=") == 3)
 
     # Verifier first: Secret, Deployment on the GPU nodes, Service; all owned by the deployment.
     verifier = _wait("verifier Deployment", lambda: _get(cluster, "deployment", "llama70b-edge-verifier"))
@@ -235,4 +239,61 @@ def test_deleting_the_deployment_garbage_collects_its_children(operator: Any) ->
             ).stdout.strip()
         ),
         timeout_s=60,
+    )
+
+
+def test_missing_profiles_start_profiling_jobs_and_arriving_profiles_select(operator: Any) -> None:
+    from edgespec.api.profile import AcceptancePoint, EdgeProfile, EdgeProfileSpec, VerifyLatency
+
+    cluster = operator
+    doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-gemma-cpu.yaml").read_text())
+    doc["spec"]["profiling"] = {"concurrencyPerClass": 4}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+    def jobs() -> list[dict[str, Any]]:
+        out = cluster.kubectl(
+            "get", "jobs", "-n", "default", "-l", "edgespec.dev/deployment=gemma-cpu", "-o", "json"
+        ).stdout
+        return list(json.loads(out)["items"])
+
+    found = _wait("two profiling Jobs", lambda: len(jobs()) == 2 and jobs())
+    rpi5_nodes = {"edge-rpi5-0", "edge-rpi5-1"}
+    profiled = set()
+    for job in found:
+        labels = job["metadata"]["labels"]
+        profiled.add((labels["edgespec.dev/device-class"], labels["edgespec.dev/draft-model"]))
+        affinity = json.dumps(job["spec"]["template"]["spec"]["affinity"])
+        assert any(node in affinity for node in rpi5_nodes), affinity  # pinned to a node of its class
+        assert job["spec"]["template"]["spec"]["serviceAccountName"]
+    assert profiled == {("rpi5", "gemma-17l"), ("rpi5", "gemma-270m")}
+    status = _status(cluster, "gemma-cpu")
+    assert status["phase"] == "Profiling"
+    assert (status["profiling"]["done"], status["profiling"]["needed"]) == (0, 2)
+    binding = cluster.kubectl(
+        "get", "clusterrolebindings", "-l", "edgespec.dev/deployment=gemma-cpu", "-o", "name"
+    )
+    assert binding.stdout.strip()
+
+    # The profiles arrive, written as the profiler writes them: selection follows.
+    for draft, quant, speed, alpha in (("gemma-17l", "Q4_K_M", 45.0, 0.7), ("gemma-270m", "Q4_0", 50.0, 0.8)):
+        spec = EdgeProfileSpec(
+            device_class="rpi5", draft_model=draft, quantization=quant, target_model="gemma-3-270m",
+            draft_tokens_per_s=speed, power_watts=6.0,
+            acceptance=[AcceptancePoint(k=k, alpha=alpha**k, samples=20) for k in range(1, 9)],
+            verify_latency=VerifyLatency(fixed_s=0.03, per_token_s=0.01),
+        )  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(EdgeProfile.for_spec(spec).to_api()))
+    status = _wait("selection", lambda: (s := _status(cluster, "gemma-cpu")).get("kSummary") and s)
+    assert _condition(status, "Profiled")["status"] == "True"
+    assert status["profiling"]["done"] == 2
+    assert status["deviceClasses"][0]["selection"]["draftModel"] in {"gemma-17l", "gemma-270m"}
+
+    cluster.kubectl("delete", "specdeploy", "gemma-cpu", "-n", "default")
+    _wait(
+        "profiler binding removed",
+        lambda: (
+            not cluster.kubectl(
+                "get", "clusterrolebindings", "-l", "edgespec.dev/deployment=gemma-cpu", "-o", "name"
+            ).stdout.strip()
+        ),
     )

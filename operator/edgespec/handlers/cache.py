@@ -23,3 +23,5 @@ class Cache:
     profiles: dict[str, EdgeProfileSpec] = field(default_factory=dict)
     # (namespace, kind, name) -> readiness of the Deployments and DaemonSets the operator made
     workloads: dict[tuple[str, str, str], Rollout] = field(default_factory=dict)
+    # (namespace, name) of profiling Jobs that failed after their retries
+    failed_jobs: set[tuple[str, str]] = field(default_factory=set)

@@ -14,15 +14,22 @@ import secrets
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
+from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from pydantic import ValidationError
 
 from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
 from edgespec.builders import Owner, WorkloadImages
-from edgespec.builders.naming import draft_name, verifier_name, verifier_secret_name
+from edgespec.builders.naming import (
+    draft_name,
+    profiler_cluster_role_binding_name,
+    profiling_job_name,
+    verifier_name,
+    verifier_secret_name,
+)
 from edgespec.builders.podspec import TOKEN_KEY
 from edgespec.handlers.cache import Cache, Key
 from edgespec.handlers.kube import apply_manifest, apply_status, post_event, read_secret_value
-from edgespec.plan import Event, Rollout, desired_children, plan_status
+from edgespec.plan import Event, Plan, Rollout, desired_children, plan_status, profile_keys
 from edgespec.settings import OperatorSettings
 from edgespec.status import now_utc, set_condition
 
@@ -86,8 +93,13 @@ class Reconciler:
                 )
                 for c in spec.device_classes
             },
+            failed_profiling=frozenset(
+                key
+                for key in profile_keys(spec)
+                if (namespace, profiling_job_name(owner, *key)) in self.cache.failed_jobs
+            ),
         )
-        await self._apply_children(body, spec, plan.status)
+        await self._apply_children(body, spec, plan)
         new = plan.status.to_api()
         if _comparable(new) != _comparable(stored):
             await apply_status(self.client, namespace, name, new, self.settings.field_manager)
@@ -103,7 +115,7 @@ class Reconciler:
             await self._event(body, event)
 
     async def _apply_children(
-        self, body: dict[str, Any], spec: SpeculativeDeploymentSpec, status: SpeculativeDeploymentStatus
+        self, body: dict[str, Any], spec: SpeculativeDeploymentSpec, plan: Plan
     ) -> None:
         """Apply the verifier and the draft servers; skipped when nothing changed since the last apply."""
         owner = Owner.from_body(body)
@@ -115,7 +127,8 @@ class Reconciler:
             owner=owner,
             images=self.images,
             token=token or secrets.token_urlsafe(32),
-            status=status,
+            status=plan.status,
+            profiling_jobs=plan.profiling_jobs,
         )
         digest = hashlib.sha256(json.dumps([owner.uid, children], sort_keys=True).encode()).hexdigest()
         if self._applied.get(key) == digest:
@@ -124,6 +137,18 @@ class Reconciler:
             await apply_manifest(self.client, manifest, self.settings.field_manager)
         self._applied[key] = digest
         log.info("%s/%s: applied %d children", owner.namespace, owner.name, len(children))
+
+    async def forget(self, body: dict[str, Any]) -> None:
+        """After a deletion: remove what owner references cannot collect (a cluster-scoped binding)."""
+        owner = Owner.from_body(body)
+        self._applied.pop((owner.namespace, owner.name), None)
+        try:
+            await self.client.delete(ClusterRoleBinding, profiler_cluster_role_binding_name(owner))
+        except ApiError as exc:
+            if exc.status.code != 404:
+                log.warning(
+                    "could not delete the profiler binding of %s/%s: %s", owner.namespace, owner.name, exc
+                )
 
     async def _invalid(
         self,

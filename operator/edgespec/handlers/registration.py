@@ -29,6 +29,7 @@ SETTINGS = OperatorSettings()
 CACHE = Cache()
 QUEUE = WorkQueue()
 _TASKS: list[asyncio.Task[None]] = []
+_RECONCILER: list[Reconciler] = []  # set at start-up; a list so handlers need no global statement
 
 
 @kopf.on.startup()
@@ -39,6 +40,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     client = AsyncClient(field_manager=SETTINGS.field_manager)
     reconciler = Reconciler(client, CACHE, SETTINGS)
+    _RECONCILER.append(reconciler)
 
     async def handle(key: tuple[str, str]) -> None:
         try:
@@ -66,10 +68,12 @@ def _enqueue_matching(labels: dict[str, str] | None) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "speculativedeployments")
-def deployment_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+async def deployment_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     key = (namespace or "", name)
     if type == "DELETED":
         CACHE.deployments.pop(key, None)
+        if _RECONCILER:
+            await _RECONCILER[0].forget(dict(body))
         return
     CACHE.deployments[key] = dict(body)
     QUEUE.add(key)
@@ -135,3 +139,21 @@ def verifier_event(type: str, body: kopf.Body, namespace: str | None, name: str,
 @kopf.on.event("apps", "v1", "daemonsets", labels=_OURS)
 def drafts_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     _workload_event("DaemonSet", type, body, namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**_OURS, "app.kubernetes.io/component": "profiler"})
+def profiling_job_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    key = (namespace or "", name)
+    conditions = (body.get("status") or {}).get("conditions") or []
+    failed = any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions)
+    if type != "DELETED" and failed:
+        if key in CACHE.failed_jobs:
+            return
+        CACHE.failed_jobs.add(key)
+    elif key in CACHE.failed_jobs:
+        CACHE.failed_jobs.discard(key)
+    else:
+        return
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "SpeculativeDeployment":
+            QUEUE.add((key[0], ref["name"]))
