@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -28,11 +29,57 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-ctx", type=int, help="context window per session")
     parser.add_argument("--max-sessions", type=int, help="sessions holding KV state at once")
     parser.add_argument("--token-file", type=Path, help="file with the bearer token")
+    parser.add_argument(
+        "engine_args",
+        nargs=argparse.REMAINDER,
+        help="after --: vLLM engine arguments such as --tensor-parallel-size=8 (spec.verifier.vllmArgs)",
+    )
     args = parser.parse_args(argv)
+    engine_args = parse_engine_args(args.engine_args)
+    del args.engine_args
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in vars(args).items() if v is not None}
+    if engine_args:
+        overrides["vllm_engine_args"] = engine_args
     settings = VerifierSettings(**overrides)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
+
+
+def parse_engine_args(words: list[str]) -> dict[str, Any]:
+    """vLLM engine arguments as ``vllm.LLM`` keyword arguments.
+
+    ``["--", "--tensor-parallel-size=8", "--enforce-eager"]`` gives
+    ``{"tensor_parallel_size": 8, "enforce_eager": True}``.
+
+    Values that read as numbers become numbers; a flag without a value is True.
+    """
+    words = words[1:] if words[:1] == ["--"] else words
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--"):
+            raise SystemExit(f"engine argument {word!r}: expected --name=value or --name value")
+        name, eq, value = word[2:].partition("=")
+        if not eq:
+            if i + 1 < len(words) and not words[i + 1].startswith("--"):
+                value, i = words[i + 1], i + 1
+            else:
+                value = "true"
+        out[name.replace("-", "_")] = _scalar(value)
+        i += 1
+    return out
+
+
+def _scalar(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from aiohttp import web
@@ -61,6 +61,9 @@ class VerifierSettings(BaseSettings):
     vllm_max_model_len: int | None = Field(default=None, ge=64)
     vllm_max_logprobs: int = Field(
         default=-1, description="-1: full-vocabulary target rows (exact sampling); >0 caps them."
+    )
+    vllm_engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vllm.LLM keyword arguments (from arguments after --)."
     )
 
 
@@ -108,6 +111,7 @@ def build_engine(settings: VerifierSettings) -> VerifyEngine:
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
             max_model_len=settings.vllm_max_model_len,
             max_logprobs=settings.vllm_max_logprobs,
+            extra_engine_args=settings.vllm_engine_args,
         )
     from edgespec_verifier.engines.llamacpp import LlamaCppEngine
 

@@ -36,6 +36,7 @@ class VllmEngine:
         gpu_memory_utilization: float = 0.85,
         max_model_len: int | None = None,
         max_logprobs: int = -1,
+        extra_engine_args: dict[str, Any] | None = None,
     ) -> None:
         self._vllm: Any = importlib.import_module("vllm")
         vllm = self._vllm
@@ -43,6 +44,7 @@ class VllmEngine:
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         kwargs["max_logprobs"] = max_logprobs
+        kwargs.update(extra_engine_args or {})  # spec.verifier.vllmArgs, e.g. tensor_parallel_size=8
         self.llm: Any = vllm.LLM(**kwargs)
         self.n_vocab: int = int(self.llm.get_tokenizer().vocab_size)
         # -1 asks vLLM for the full vocabulary (exact sampling); otherwise the top-N rows.
