@@ -12,11 +12,13 @@ from typing import Any
 
 import kopf
 from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Node
 from pydantic import ValidationError
 
 from edgespec.api.base import GROUP, VERSION
 from edgespec.api.profile import EdgeProfileSpec
 from edgespec.handlers.cache import Cache
+from edgespec.handlers.kube import EdgeProfileResource
 from edgespec.handlers.reconcile import Reconciler
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec.plan import Rollout
@@ -39,6 +41,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     client = AsyncClient(field_manager=SETTINGS.field_manager)
+    await _prefill(client)
     reconciler = Reconciler(client, CACHE, SETTINGS)
     _RECONCILER.append(reconciler)
 
@@ -51,6 +54,24 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
     for _worker in range(SETTINGS.workers):
         _TASKS.append(asyncio.create_task(QUEUE.worker(handle)))
+
+
+async def _prefill(client: AsyncClient) -> None:
+    """List nodes and profiles once before any reconcile, so none sees a half-filled cache.
+
+    Without it a deployment reconciled in the first moments would report zero nodes (and post a
+    spurious warning) until the node watch caught up. After this single list, watches keep it current.
+    """
+    async for node in client.list(Node):
+        info = NodeInfo.from_body(node.to_dict())
+        CACHE.nodes[info.name] = info
+    async for profile in client.list(EdgeProfileResource):
+        name = profile.metadata.name if profile.metadata and profile.metadata.name else ""
+        try:
+            CACHE.profiles[name] = EdgeProfileSpec.model_validate(profile.get("spec") or {})
+        except ValidationError as err:
+            log.warning("ignoring EdgeProfile %s: %s", name, err.errors()[0]["msg"])
+    log.info("cache filled: %d nodes, %d profiles", len(CACHE.nodes), len(CACHE.profiles))
 
 
 @kopf.on.cleanup()
