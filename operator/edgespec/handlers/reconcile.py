@@ -36,16 +36,6 @@ from edgespec.status import now_utc, set_condition
 log = logging.getLogger("edgespec.reconcile")
 
 
-def _comparable(status: dict[str, Any]) -> dict[str, Any]:
-    """Status without timestamps that move on their own, for change detection."""
-    out = dict(status)
-    out["deviceClasses"] = [
-        {**c, "selection": {k: v for k, v in (c.get("selection") or {}).items() if k != "selectedAt"}}
-        for c in status.get("deviceClasses", [])
-    ]
-    return out
-
-
 class Reconciler:
     """Holds the client, settings and cache; ``reconcile`` is called by the work-queue workers."""
 
@@ -101,7 +91,7 @@ class Reconciler:
         )
         await self._apply_children(body, spec, plan)
         new = plan.status.to_api()
-        if _comparable(new) != _comparable(stored):
+        if new != stored:  # timestamps carry over when nothing changed, so equal means no write
             await apply_status(self.client, namespace, name, new, self.settings.field_manager)
             log.info(
                 "%s/%s: phase %s, nodes %s, K %s",

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Node
 from pydantic import ValidationError
 
@@ -36,7 +36,6 @@ _RECONCILER: list[Reconciler] = []  # set at start-up; a list so handlers need n
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.finalizer = "edgespec.dev/finalizer"
     settings.posting.enabled = False  # we post our own Events, on the deployment, with clear reasons
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
@@ -62,6 +61,20 @@ async def _prefill(client: AsyncClient) -> None:
     Without it a deployment reconciled in the first moments would report zero nodes (and post a
     spurious warning) until the node watch caught up. After this single list, watches keep it current.
     """
+    # Right after a CRD is installed its storage answers 429 "(re)initializing" for a moment; wait it
+    # out here rather than failing start-up (kopf would retry the whole start-up a minute later).
+    for attempt in range(60):
+        try:
+            await _list_into_cache(client)
+            return
+        except ApiError as exc:
+            if exc.status.code not in (429, 500, 503) or attempt == 59:
+                raise
+            log.info("waiting for the API server (%s); retrying the initial list", exc.status.message)
+            await asyncio.sleep(0.5)
+
+
+async def _list_into_cache(client: AsyncClient) -> None:
     async for node in client.list(Node):
         info = NodeInfo.from_body(node.to_dict())
         CACHE.nodes[info.name] = info
