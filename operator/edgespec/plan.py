@@ -14,10 +14,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from edgespec.adaptation import LiveSample, decide, fold, selection_basis
 from edgespec.api.deployment import (
     Condition,
     DeviceClassSelection,
     DeviceClassStatus,
+    LiveTelemetry,
     Phase,
     ProfilingStatus,
     SpeculativeDeploymentSpec,
@@ -29,6 +31,7 @@ from edgespec.builders import (
     DraftServerInput,
     Owner,
     ProfilingJobInput,
+    Telemetry,
     VerifierInput,
     WorkloadImages,
     build_draft_servers,
@@ -85,6 +88,8 @@ class Plan:
     status: SpeculativeDeploymentStatus
     events: list[Event] = field(default_factory=list)
     profiling_jobs: list[ProfilingJob] = field(default_factory=list)
+    requeue_after_s: float | None = None
+    """Plan again after this long even if nothing changes: a profile turns stale, a held K is due."""
 
 
 def profile_keys(spec: SpeculativeDeploymentSpec) -> list[ProfileKey]:
@@ -161,8 +166,12 @@ def plan_status(
     verifier: Rollout | None = None,
     drafts: Mapping[str, Rollout] | None = None,
     failed_profiling: frozenset[ProfileKey] = frozenset(),
+    live_samples: Mapping[str, Sequence[LiveSample]] | None = None,
 ) -> Plan:
-    """The complete status for one observation of the world, and the events worth posting."""
+    """The complete status for one observation of the world, and the events worth posting.
+
+    ``live_samples``: per class, telemetry pooled since the last plan, folded into its live profile.
+    """
     prev = previous or SpeculativeDeploymentStatus()
     conditions: list[Condition] = []
     events: list[Event] = []
@@ -196,6 +205,11 @@ def plan_status(
         for p in usable
         if p.measured_at is None or (now - p.measured_at).total_seconds() <= max_age_s
     }
+    timers = [
+        max_age_s - (now - p.measured_at).total_seconds()
+        for p in usable
+        if p.measured_at is not None and (now - p.measured_at).total_seconds() <= max_age_s
+    ]
     missing = [key for key in profile_keys(spec) if key not in have]
     to_profile = [key for key in profile_keys(spec) if key not in fresh]
     failed = sorted(failed_profiling)
@@ -231,6 +245,7 @@ def plan_status(
         cond("Profiled", "True", "ProfilesPresent", f"all {needed} profiles present")
 
     selections: dict[str, DeviceClassSelection] = {}
+    live_by_class: dict[str, LiveTelemetry] = {}
     prev_sel = {c.name: c.selection for c in prev.device_classes}
     if usable:
         memory = {r.name: r.min_allocatable_memory_bytes for r in resolved if r.min_allocatable_memory_bytes}
@@ -244,17 +259,26 @@ def plan_status(
             target_model=spec.target.name,
             device_classes=sorted({p.device_class for p in usable}),
         )
+        prev_live = {c.name: c.live for c in prev.device_classes}
         for name, sel in ranking.selections.items():
-            old = prev_sel.get(name)
-            new = DeviceClassSelection(**sel.status_fields(), selected_at=now)
-            same = old is not None and (old.draft_model, old.quantization, old.k) == (
-                new.draft_model,
-                new.quantization,
-                new.k,
+            new, live, adapted, retry_after_s = _class_selection(
+                spec=spec,
+                name=name,
+                offline=DeviceClassSelection(**sel.status_fields(), selected_at=now),
+                old=prev_sel.get(name),
+                previous_live=prev_live.get(name),
+                samples=(live_samples or {}).get(name, ()),
+                profiles=[p for p in usable if p.device_class == name],
+                memory=memory,
+                now=now,
             )
-            if same and old is not None:
-                new.selected_at = old.selected_at
-            else:
+            if live is not None:
+                live_by_class[name] = live
+            if retry_after_s is not None:
+                timers.append(retry_after_s)
+            if adapted is not None:
+                events.append(Event("Normal", "Adapted", f"{name}: {adapted}"))
+            elif new.selected_at == now:
                 events.append(
                     Event(
                         "Normal",
@@ -286,6 +310,7 @@ def plan_status(
             ready_nodes=len(r.ready_nodes),
             ready_drafts=drafts.get(r.name, Rollout()).ready,
             selection=selections.get(r.name),
+            live=live_by_class.get(r.name),
         )
         for r in resolved
     ]
@@ -332,7 +357,88 @@ def plan_status(
     jobs = (
         [] if not spec.profiling.enabled else schedule_profiling(spec, resolved, to_profile, failed_profiling)
     )
-    return Plan(status=status, events=events, profiling_jobs=jobs)
+    return Plan(
+        status=status,
+        events=events,
+        profiling_jobs=jobs,
+        requeue_after_s=max(min(timers), 0.0) + 1.0 if timers else None,
+    )
+
+
+def _class_selection(
+    *,
+    spec: SpeculativeDeploymentSpec,
+    name: str,
+    offline: DeviceClassSelection,
+    old: DeviceClassSelection | None,
+    previous_live: LiveTelemetry | None,
+    samples: Sequence[LiveSample],
+    profiles: Sequence[EdgeProfileSpec],
+    memory: Mapping[str, int],
+    now: datetime,
+) -> tuple[DeviceClassSelection, LiveTelemetry | None, str | None, float | None]:
+    """One class's selection: the offline choice, with K adapted to live telemetry when there is some.
+
+    Returns the selection, the class's live telemetry, a message when adaptation changed K, and when
+    to decide again if a change is held back only by the minimum interval.
+    ``selected_at`` carries over while (draft, quantisation, K) stay the same.
+    """
+    basis = selection_basis(spec, profiles, memory.get(name))
+    offline.basis = basis
+    same_draft = old is not None and (old.draft_model, old.quantization) == (
+        offline.draft_model,
+        offline.quantization,
+    )
+    continuing = old is not None and same_draft and old.basis == basis
+    live = None
+    if spec.adaptation.enabled:
+        live = fold(
+            previous_live,
+            samples,
+            draft_model=offline.draft_model,
+            quantization=offline.quantization,
+            weight=spec.adaptation.ewma_weight,
+            now=now,
+        )
+    new, message = offline, None
+    profile = next(
+        (
+            p
+            for p in profiles
+            if (p.draft_model, p.quantization) == (offline.draft_model, offline.quantization)
+        ),
+        None,
+    )
+    current_k = old.k if continuing and old is not None else offline.k
+    decision = None
+    if live is not None and profile is not None:
+        decision = decide(
+            spec=spec,
+            device_class=name,
+            profile=profile,
+            live=live,
+            current_k=current_k,
+            last_change=old.selected_at if continuing and old is not None else None,
+            now=now,
+            device_memory_bytes=memory,
+        )
+    if decision is not None:
+        new = offline.model_copy(
+            update={
+                **decision.candidate.choice_fields(),
+                "reason": decision.reason,
+                "adapted": True,
+            }
+        )
+        if decision.changed and continuing:
+            message = decision.reason
+    if old is not None and (old.draft_model, old.quantization, old.k) == (
+        new.draft_model,
+        new.quantization,
+        new.k,
+    ):
+        new.selected_at = old.selected_at
+    return new, live, message, decision.retry_after_s if decision is not None else None
 
 
 def desired_children(
@@ -343,6 +449,7 @@ def desired_children(
     token: str,
     status: SpeculativeDeploymentStatus,
     profiling_jobs: Sequence[ProfilingJob] = (),
+    telemetry: Telemetry | None = None,
 ) -> list[dict[str, Any]]:
     """The verifier objects, and the draft servers of every class that has a selection, in apply order.
 
@@ -361,6 +468,7 @@ def desired_children(
                 draft_model=cls.selection.draft_model,
                 quantization=cls.selection.quantization,
                 k=cls.selection.k,
+                telemetry=telemetry if spec.adaptation.enabled else None,
             )
         )
     if profiling_jobs:

@@ -182,6 +182,12 @@ class AdaptationSpec(ApiModel):
     )
     min_interval_seconds: int = Field(default=300, ge=0, le=86400, description="Least time between changes.")
     ewma_weight: float = Field(default=0.3, gt=0.0, le=1.0, description="Weight of a new live sample.")
+    min_rounds: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Verify rounds a class must report before they are folded in as one live sample.",
+    )
 
 
 class DecodingSpec(ApiModel):
@@ -277,6 +283,31 @@ class DeviceClassSelection(ConfigChoice):
     )
     runners_up: list[ConfigChoice] = Field(default_factory=list)
     selected_at: datetime | None = None
+    basis: str | None = Field(
+        default=None,
+        description="Digest of the inputs of the offline selection; K adapts with hysteresis while it holds.",
+    )
+    adapted: bool = Field(
+        default=False, description="K was chosen on live telemetry, not the profiles alone."
+    )
+
+
+class LivePoint(ApiModel):
+    """Live telemetry at one K: exponentially weighted averages over the reports folded so far."""
+
+    k: int = Field(ge=1, le=64)
+    alpha: float = Field(ge=0.0, le=1.0, description="Fraction of drafted tokens the verifier accepted.")
+    verify_seconds: float | None = Field(default=None, ge=0.0, description="Verify round trip, seconds.")
+    rounds: int = Field(default=0, ge=0, description="Verify rounds behind the averages.")
+
+
+class LiveTelemetry(ApiModel):
+    """What the draft servers of a class reported of the running configuration."""
+
+    draft_model: str
+    quantization: str
+    points: list[LivePoint] = Field(default_factory=list, json_schema_extra=_list_map("k"))
+    updated_at: datetime | None = None
 
 
 class DeviceClassStatus(ApiModel):
@@ -287,6 +318,7 @@ class DeviceClassStatus(ApiModel):
     ready_nodes: int = Field(default=0, ge=0)
     ready_drafts: int = Field(default=0, ge=0)
     selection: DeviceClassSelection | None = None
+    live: LiveTelemetry | None = Field(default=None, description="Run-time telemetry folded into the choice.")
 
 
 class ProfilingStatus(ApiModel):

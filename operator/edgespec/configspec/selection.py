@@ -15,7 +15,7 @@ the device class (energy as best joules per token over the configuration's).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +52,25 @@ class Ranking:
     constraints: Constraints
     selections: dict[str, Selection]
     infeasible: dict[str, Infeasible]
+    scores: dict[str, FloatArray] = field(default_factory=dict)
+    """Per device class, the objective score of its rows x K (-inf where a constraint fails)."""
+    need: NDArray[np.int64] | None = None
+    """Per row, the memory the draft needs (bytes; 0 unknown)."""
+
+    def candidate_at(self, device: str, draft_model: str, quantization: str, k: int) -> Candidate | None:
+        """One configuration of ``device`` with its predictions and score; None if not on the grid."""
+        rows = self.grid.rows_of(device)
+        cols = np.flatnonzero(self.grid.k_values == k)
+        if device not in self.scores or not len(cols):
+            return None
+        for local_row, row in enumerate(rows):
+            if (self.grid.draft_model[row], self.grid.quantization[row]) == (draft_model, quantization):
+                assert self.need is not None
+                score = self.scores[device]
+                return _candidate(
+                    self.grid, self.metrics, self.need, score, int(row), int(cols[0]), local_row
+                )
+        return None
 
 
 def memory_need_bytes(grid: ProfileGrid, constraints: Constraints) -> NDArray[np.int64]:
@@ -203,6 +222,7 @@ def rank_grid(
     k_span = (int(grid.k_values.min()), int(grid.k_values.max()))
     selections: dict[str, Selection] = {}
     infeasible: dict[str, Infeasible] = {}
+    scores: dict[str, FloatArray] = {}
 
     for device in grid.device_names:
         rows = grid.rows_of(device)
@@ -224,6 +244,7 @@ def rank_grid(
 
         score, best = _scores(objective, goodput, cost, joules, feasible)
         masked = np.where(feasible, score, -np.inf)
+        scores[device] = masked
         local_row, col = (int(i) for i in np.unravel_index(int(np.argmax(masked)), masked.shape))
         choice = _candidate(grid, metrics, need, score, int(rows[local_row]), col, local_row)
 
@@ -282,7 +303,7 @@ def rank_grid(
             excluded_by=excluded_by,
             memory_budget_bytes=None if budget is None else int(budget),
         )
-    return Ranking(grid, metrics, objective, constraints, selections, infeasible)
+    return Ranking(grid, metrics, objective, constraints, selections, infeasible, scores, need)
 
 
 def _infeasible(
