@@ -38,6 +38,7 @@ from edgespec_edge.loop import (
     VerifierUnavailable,
     speculative_generate,
 )
+from edgespec_edge.telemetry import RoundTally, TelemetrySettings, telemetry_context
 
 log = logging.getLogger("edgespec.edge")
 
@@ -100,6 +101,7 @@ class EdgeMetrics:
         self.in_flight = Gauge(
             "edgespec_edge_requests_in_flight", "Requests being generated.", registry=registry
         )
+        self.tally = RoundTally()  # the same rounds, pushed to the operator (edgespec_edge.telemetry)
 
     def record_round(self, stats: RoundStats) -> None:
         label = str(stats.k)
@@ -110,6 +112,7 @@ class EdgeMetrics:
         self.verify_time.observe(stats.verify_s)
         self.draft_time.observe(stats.draft_s)
         self.k.set(stats.k)
+        self.tally.record(stats)
 
 
 class ChatMessage(BaseModel):
@@ -425,6 +428,9 @@ def create_app(
             loaded.close()
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(
+        telemetry_context(app[METRICS].tally, TelemetrySettings(), settings.verifier_token_value())
+    )
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
