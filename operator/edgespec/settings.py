@@ -28,4 +28,14 @@ class OperatorSettings(BaseSettings):
     field_manager: str = Field(default="edgespec-operator", description="Server-side apply field manager.")
     workers: int = Field(default=4, ge=1, le=64, description="Deployments reconciled concurrently.")
     namespaces: str = Field(default="", description="Comma-separated namespaces to watch; empty: all.")
-    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
+    metrics_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of /metrics and /v1/telemetry; 0 disables both."
+    )
+    http_host: str = Field(default="0.0.0.0", description="Address the metrics and telemetry server binds.")
+    telemetry_url: str = Field(
+        default="",
+        description="URL draft servers push telemetry to (the chart sets its Service's); empty: none.",
+    )
+    telemetry_interval_seconds: int = Field(
+        default=30, ge=1, le=3600, description="How often each draft server pushes its counts."
+    )

@@ -24,6 +24,7 @@ from edgespec.builders import (
     DraftServerInput,
     Owner,
     ProfilingJobInput,
+    Telemetry,
     VerifierInput,
     WorkloadImages,
     build_draft_servers,
@@ -129,7 +130,9 @@ def _builder_manifests(namespace: str) -> list[dict[str, Any]]:
     return [
         *build_profiler_rbac(owner),
         *build_verifier(VerifierInput(**common, token="t0ken")),
-        *build_draft_servers(DraftServerInput(**common, **choice, k=4)),
+        *build_draft_servers(
+            DraftServerInput(**common, **choice, k=4, telemetry=Telemetry(url="http://op:8080/v1/telemetry"))
+        ),
         build_profiling_job(ProfilingJobInput(**common, **choice, node_name="rpi5-0")),
     ]
 
@@ -165,6 +168,22 @@ def test_operator_rbac_covers_what_the_builders_make(cluster: Cluster, namespace
             "delete", "-f", "-", "--ignore-not-found", input=yaml.safe_dump_all(rbac), check=False
         )
         cluster.kubectl("delete", "clusterrole", "edgespec-profiler", "--ignore-not-found", check=False)
+
+
+def test_draft_servers_report_to_the_operators_metrics_service() -> None:
+    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0")) if d]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics"))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    port = service["spec"]["ports"][0]["port"]
+    assert env["EDGESPEC_TELEMETRY_URL"] == (
+        f"http://{service['metadata']['name']}.{RELEASE_NAMESPACE}.svc:{port}/v1/telemetry"
+    )
+    assert env["EDGESPEC_METRICS_PORT"] == str(port)
+    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", "metrics.enabled=false")) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "EDGESPEC_TELEMETRY_URL" not in names  # no server to report to: K stays the profiles' choice
 
 
 def test_dashboard_uses_only_metrics_the_data_plane_exports() -> None:

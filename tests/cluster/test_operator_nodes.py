@@ -7,76 +7,30 @@ plane with KWOK nodes; the tests act as a user would, with kubectl, and read sta
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kube_helpers import condition, get_object, status_of, wait_for
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgespec.handlers", "--liveness", "none"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield cluster
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        print(log.read_text()[-3000:])
-
-
-def _status(cluster: Any, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", "specdeploy", name, "-n", "default", "-o", "json").stdout
-    return dict(json.loads(out).get("status") or {})
-
-
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
 def test_nodes_resolved_per_class_then_selection_from_profiles(operator: Any) -> None:
     cluster = operator
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
-    status = _wait("NodesResolved", lambda: (s := _status(cluster, "llama70b-edge")).get("conditions") and s)
+    status = wait_for(
+        "NodesResolved", lambda: (s := status_of(cluster, "llama70b-edge")).get("conditions") and s
+    )
     counts = {c["name"]: c["nodes"] for c in status["deviceClasses"]}
     assert counts == {"rpi4b": 2, "rpi5": 2, "jetson-agx-orin": 1}
-    cond = _condition(status, "NodesResolved")
+    cond = condition(status, "NodesResolved")
     assert cond["status"] == "True" and cond["observedGeneration"] == 1 and cond["lastTransitionTime"]
     assert status["phase"] == "Profiling"  # no profiles yet
-    assert _condition(status, "Profiled")["status"] == "False"
-    assert _condition(status, "Selected")["status"] == "Unknown"  # every condition set on first visit
+    assert condition(status, "Profiled")["status"] == "False"
+    assert condition(status, "Selected")["status"] == "Unknown"  # every condition set on first visit
 
     table = cluster.kubectl("get", "specdeploy", "-n", "default").stdout
     assert "PHASE" in table and "OBJECTIVE" in table and "goodput" in table and "rpi4b=2" in table
@@ -94,9 +48,9 @@ def test_nodes_resolved_per_class_then_selection_from_profiles(operator: Any) ->
     assert any(e["reason"] == "NodesFound" for e in json.loads(events)["items"])
 
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
-    status = _wait(
+    status = wait_for(
         "a selection for every class",
-        lambda: (s := _status(cluster, "llama70b-edge")).get("kSummary", "").count("=") == 3 and s,
+        lambda: (s := status_of(cluster, "llama70b-edge")).get("kSummary", "").count("=") == 3 and s,
     )
     chosen = {c["name"]: c["selection"] for c in status["deviceClasses"]}
     assert set(chosen) == {"rpi4b", "rpi5", "jetson-agx-orin"}
@@ -108,13 +62,13 @@ def test_nodes_resolved_per_class_then_selection_from_profiles(operator: Any) ->
 def test_node_joining_a_class_updates_counts(operator: Any) -> None:
     cluster = operator
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
-    _wait("first reconcile", lambda: _status(cluster, "llama70b-edge").get("deviceClasses"))
+    wait_for("first reconcile", lambda: status_of(cluster, "llama70b-edge").get("deviceClasses"))
     cluster.add_node("edge-rpi5-extra", "rpi5")
     try:
-        _wait(
+        wait_for(
             "rpi5 count 3",
             lambda: (
-                {c["name"]: c["nodes"] for c in _status(cluster, "llama70b-edge")["deviceClasses"]}.get(
+                {c["name"]: c["nodes"] for c in status_of(cluster, "llama70b-edge")["deviceClasses"]}.get(
                     "rpi5"
                 )
                 == 3
@@ -122,10 +76,10 @@ def test_node_joining_a_class_updates_counts(operator: Any) -> None:
         )
     finally:
         cluster.delete_node("edge-rpi5-extra")
-    _wait(
+    wait_for(
         "rpi5 count back to 2",
         lambda: (
-            {c["name"]: c["nodes"] for c in _status(cluster, "llama70b-edge")["deviceClasses"]}.get("rpi5")
+            {c["name"]: c["nodes"] for c in status_of(cluster, "llama70b-edge")["deviceClasses"]}.get("rpi5")
             == 2
         ),
     )
@@ -146,53 +100,50 @@ def test_class_without_nodes_is_reported_with_the_fix(operator: Any) -> None:
         },
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
-    status = _wait("NodesResolved", lambda: (s := _status(cluster, "nowhere")).get("conditions") and s)
-    cond = _condition(status, "NodesResolved")
+    status = wait_for("NodesResolved", lambda: (s := status_of(cluster, "nowhere")).get("conditions") and s)
+    cond = condition(status, "NodesResolved")
     assert cond["status"] == "False" and cond["reason"] == "NoReadyNodes"
     assert "ghost" in cond["message"] and "nodeSelector" in cond["message"]
     assert status["phase"] == "Pending"
-
-
-def _get(cluster: Any, kind: str, name: str) -> dict[str, Any]:
-    result = cluster.kubectl("get", kind, name, "-n", "default", "-o", "json", check=False)
-    return dict(json.loads(result.stdout)) if result.returncode == 0 else {}
 
 
 def test_children_carry_the_selection_and_k_changes_without_restart(operator: Any) -> None:
     cluster = operator
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
-    _wait("selection", lambda: _status(cluster, "llama70b-edge").get("kSummary", "").count("=") == 3)
+    wait_for("selection", lambda: status_of(cluster, "llama70b-edge").get("kSummary", "").count("=") == 3)
 
     # Verifier first: Secret, Deployment on the GPU nodes, Service; all owned by the deployment.
-    verifier = _wait("verifier Deployment", lambda: _get(cluster, "deployment", "llama70b-edge-verifier"))
+    verifier = wait_for(
+        "verifier Deployment", lambda: get_object(cluster, "deployment", "llama70b-edge-verifier")
+    )
     owner = verifier["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "SpeculativeDeployment" and owner["controller"] is True
     pod = verifier["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"edgespec.dev/role": "verifier"}
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] in (8, "8")
-    assert _get(cluster, "service", "llama70b-edge-verifier")
-    assert _get(cluster, "secret", "llama70b-edge-verifier-token")
+    assert get_object(cluster, "service", "llama70b-edge-verifier")
+    assert get_object(cluster, "secret", "llama70b-edge-verifier-token")
 
     # One DaemonSet per class, on that class's nodes, and K in its ConfigMap.
-    status = _status(cluster, "llama70b-edge")
+    status = status_of(cluster, "llama70b-edge")
     chosen = {c["name"]: c["selection"] for c in status["deviceClasses"]}
-    jetson = _wait(
-        "jetson DaemonSet", lambda: _get(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+    jetson = wait_for(
+        "jetson DaemonSet", lambda: get_object(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
     )
     assert jetson["spec"]["template"]["spec"]["nodeSelector"] == {"edgespec.dev/device-class": "jetson-orin"}
-    config = _get(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")
+    config = get_object(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")
     assert f"k: {chosen['jetson-agx-orin']['k']}" in config["data"]["speculative.yaml"]
     assert chosen["jetson-agx-orin"]["k"] >= 8  # goodput on the Jetson: long K (the paper's finding)
     # KWOK runs the pods on the emulated nodes: the rollouts complete and the deployment is Ready.
-    ready = _wait(
-        "phase Ready", lambda: (s := _status(cluster, "llama70b-edge")).get("phase") == "Ready" and s, 90
+    ready = wait_for(
+        "phase Ready", lambda: (s := status_of(cluster, "llama70b-edge")).get("phase") == "Ready" and s, 90
     )
-    assert _condition(ready, "Ready")["status"] == "True"
+    assert condition(ready, "Ready")["status"] == "True"
     assert ready["verifier"]["readyReplicas"] == 1
     # every node of every class runs a ready draft server (an earlier test's removed node may linger)
     assert all(c["readyDrafts"] >= c["nodes"] > 0 for c in ready["deviceClasses"]), ready["deviceClasses"]
-    jetson = _get(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+    jetson = get_object(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
     template_before = jetson["spec"]["template"]
     generation_before = jetson["metadata"]["generation"]
 
@@ -201,18 +152,20 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
         "patch", "specdeploy", "llama70b-edge", "-n", "default", "--type=merge",
         "-p", json.dumps({"spec": {"objective": {"kind": "energy"}}}),
     )  # fmt: skip
-    _wait(
+    wait_for(
         "K=2 in the Jetson ConfigMap",
         lambda: (
             "k: 2"
-            in _get(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")["data"]["speculative.yaml"]
+            in get_object(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")["data"][
+                "speculative.yaml"
+            ]
         ),
     )
-    status = _status(cluster, "llama70b-edge")
+    status = status_of(cluster, "llama70b-edge")
     energy = {c["name"]: c["selection"] for c in status["deviceClasses"]}
     assert all(s["k"] == 2 for s in energy.values())
     assert energy["jetson-agx-orin"]["draftModel"] == chosen["jetson-agx-orin"]["draftModel"]
-    jetson_after = _get(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+    jetson_after = get_object(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
     assert jetson_after["spec"]["template"] == template_before  # no rollout, no restart
     assert jetson_after["metadata"]["generation"] == generation_before
 
@@ -221,10 +174,10 @@ def test_deleting_the_deployment_garbage_collects_its_children(operator: Any) ->
     cluster = operator
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
-    _wait("children", lambda: _get(cluster, "daemonset", "llama70b-edge-draft-rpi5"))
+    wait_for("children", lambda: get_object(cluster, "daemonset", "llama70b-edge-draft-rpi5"))
     cluster.kubectl("delete", "specdeploy", "llama70b-edge", "-n", "default")
     selector = "edgespec.dev/deployment=llama70b-edge"
-    _wait(
+    wait_for(
         "garbage collection",
         lambda: (
             not cluster.kubectl(
@@ -242,6 +195,13 @@ def test_deleting_the_deployment_garbage_collects_its_children(operator: Any) ->
     )
 
 
+def _jobs(cluster: Any, deployment: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl(
+        "get", "jobs", "-n", "default", "-l", f"edgespec.dev/deployment={deployment}", "-o", "json"
+    ).stdout
+    return list(json.loads(out)["items"])
+
+
 def test_missing_profiles_start_profiling_jobs_and_arriving_profiles_select(operator: Any) -> None:
     from edgespec.api.profile import AcceptancePoint, EdgeProfile, EdgeProfileSpec, VerifyLatency
 
@@ -251,12 +211,9 @@ def test_missing_profiles_start_profiling_jobs_and_arriving_profiles_select(oper
     cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
 
     def jobs() -> list[dict[str, Any]]:
-        out = cluster.kubectl(
-            "get", "jobs", "-n", "default", "-l", "edgespec.dev/deployment=gemma-cpu", "-o", "json"
-        ).stdout
-        return list(json.loads(out)["items"])
+        return _jobs(cluster, "gemma-cpu")
 
-    found = _wait("two profiling Jobs", lambda: len(jobs()) == 2 and jobs())
+    found = wait_for("two profiling Jobs", lambda: len(jobs()) == 2 and jobs())
     rpi5_nodes = {"edge-rpi5-0", "edge-rpi5-1"}
     profiled = set()
     for job in found:
@@ -266,7 +223,7 @@ def test_missing_profiles_start_profiling_jobs_and_arriving_profiles_select(oper
         assert any(node in affinity for node in rpi5_nodes), affinity  # pinned to a node of its class
         assert job["spec"]["template"]["spec"]["serviceAccountName"]
     assert profiled == {("rpi5", "gemma-17l"), ("rpi5", "gemma-270m")}
-    status = _status(cluster, "gemma-cpu")
+    status = status_of(cluster, "gemma-cpu")
     assert status["phase"] == "Profiling"
     assert (status["profiling"]["done"], status["profiling"]["needed"]) == (0, 2)
     binding = cluster.kubectl(
@@ -283,13 +240,13 @@ def test_missing_profiles_start_profiling_jobs_and_arriving_profiles_select(oper
             verify_latency=VerifyLatency(fixed_s=0.03, per_token_s=0.01),
         )  # fmt: skip
         cluster.kubectl("apply", "-f", "-", input=json.dumps(EdgeProfile.for_spec(spec).to_api()))
-    status = _wait("selection", lambda: (s := _status(cluster, "gemma-cpu")).get("kSummary") and s)
-    assert _condition(status, "Profiled")["status"] == "True"
+    status = wait_for("selection", lambda: (s := status_of(cluster, "gemma-cpu")).get("kSummary") and s)
+    assert condition(status, "Profiled")["status"] == "True"
     assert status["profiling"]["done"] == 2
     assert status["deviceClasses"][0]["selection"]["draftModel"] in {"gemma-17l", "gemma-270m"}
 
     cluster.kubectl("delete", "specdeploy", "gemma-cpu", "-n", "default")
-    _wait(
+    wait_for(
         "profiler binding removed",
         lambda: (
             not cluster.kubectl(
@@ -297,3 +254,47 @@ def test_missing_profiles_start_profiling_jobs_and_arriving_profiles_select(oper
             ).stdout.strip()
         ),
     )
+
+
+def test_a_node_of_a_newly_declared_class_gets_its_class_profiled(operator: Any) -> None:
+    from edgespec.api.profile import AcceptancePoint, EdgeProfile, EdgeProfileSpec
+
+    cluster = operator
+    for draft, quant in (("gemma-17l", "Q4_K_M"), ("gemma-270m", "Q4_0")):  # rpi5 is profiled already
+        spec = EdgeProfileSpec(
+            device_class="rpi5", draft_model=draft, quantization=quant, target_model="gemma-3-270m",
+            draft_tokens_per_s=40.0, power_watts=6.0, acceptance=[AcceptancePoint(k=2, alpha=0.6)],
+        )  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(EdgeProfile.for_spec(spec).to_api()))
+    doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-gemma-cpu.yaml").read_text())
+    doc["metadata"]["name"] = "newclass"
+    doc["spec"]["profiling"] = {"concurrencyPerClass": 4}
+    doc["spec"]["deviceClasses"].append(
+        {"name": "orin-nano", "nodeSelector": {"edgespec.dev/device-class": "orin-nano"}}
+    )
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+    def jobs() -> list[dict[str, Any]]:
+        return _jobs(cluster, "newclass")
+
+    status = wait_for(
+        "no nodes for orin-nano", lambda: (s := status_of(cluster, "newclass")).get("conditions") and s
+    )
+    assert (
+        condition(status, "NodesResolved")["status"] == "False"
+        and "orin-nano" in condition(status, "NodesResolved")["message"]
+    )
+    assert jobs() == []  # nothing to profile on: no node of the class yet, rpi5 already profiled
+
+    cluster.add_node("edge-orin-nano-0", "orin-nano")
+    try:
+        found = wait_for("two profiling Jobs for orin-nano", lambda: len(jobs()) == 2 and jobs())
+        for job in found:
+            assert job["metadata"]["labels"]["edgespec.dev/device-class"] == "orin-nano"
+            assert "edge-orin-nano-0" in json.dumps(job["spec"]["template"]["spec"]["affinity"])
+        status = status_of(cluster, "newclass")
+        assert (status["profiling"]["done"], status["profiling"]["needed"]) == (2, 4)
+        assert status["phase"] == "Profiling"
+    finally:
+        cluster.kubectl("delete", "specdeploy", "newclass", "-n", "default")
+        cluster.delete_node("edge-orin-nano-0")

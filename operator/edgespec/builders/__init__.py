@@ -15,6 +15,7 @@ from edgespec.builders.inputs import (
     DeploymentInput,
     DraftServerInput,
     ProfilingJobInput,
+    Telemetry,
     VerifierInput,
     WorkloadImages,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "DraftServerInput",
     "Owner",
     "ProfilingJobInput",
+    "Telemetry",
     "VerifierInput",
     "WorkloadImages",
     "build_draft_config_map",

@@ -95,6 +95,19 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
         {"name": "EDGESPEC_EDGE_DEFAULT_TEMPERATURE", "value": repr(temperature)},
         threads_env("EDGESPEC_EDGE_N_THREADS", CONTAINER, device_class.threads),
     ]
+    if inp.telemetry is not None:
+        # Identity rides in env, not the ConfigMap: it is fixed for the pod's life (the draft and
+        # quantisation are in the pod template already; a change of either rolls the pods anyway).
+        env += [
+            {"name": "EDGESPEC_EDGE_TELEMETRY_URL", "value": inp.telemetry.url},
+            {"name": "EDGESPEC_EDGE_TELEMETRY_INTERVAL_S", "value": str(inp.telemetry.interval_seconds)},
+            {"name": "EDGESPEC_EDGE_NAMESPACE", "value": inp.owner.namespace},
+            {"name": "EDGESPEC_EDGE_DEPLOYMENT", "value": inp.owner.name},
+            {"name": "EDGESPEC_EDGE_DEVICE_CLASS", "value": inp.device_class_name},
+            {"name": "EDGESPEC_EDGE_DRAFT_NAME", "value": inp.draft_model},
+            {"name": "EDGESPEC_EDGE_QUANTIZATION", "value": inp.quantization},
+            {"name": "EDGESPEC_EDGE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        ]
     return {
         "name": CONTAINER,
         "image": inp.images.edge,

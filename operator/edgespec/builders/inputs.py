@@ -62,6 +62,15 @@ class VerifierInput(DeploymentInput):
     token: SecretStr = Field(description="The verifier's bearer token (also mounted into edge pods).")
 
 
+class Telemetry(BaseModel):
+    """Where draft servers push their live counts (the operator's ``/v1/telemetry``), and how often."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str = Field(min_length=1)
+    interval_seconds: int = Field(default=30, ge=1)
+
+
 class DraftServerInput(DeploymentInput):
     """Input of the draft-server builders for one device class and its chosen (M, Q, K)."""
 
@@ -69,6 +78,7 @@ class DraftServerInput(DeploymentInput):
     draft_model: str = Field(min_length=1)
     quantization: str = Field(min_length=1)
     k: int = Field(ge=1, le=64, description="Speculative length; lands only in the ConfigMap.")
+    telemetry: Telemetry | None = Field(default=None, description="None: the servers report nothing.")
 
 
 class ProfilingJobInput(DeploymentInput):

@@ -1,7 +1,7 @@
 """An informer-style cache filled by watch events: nodes, deployments and profiles, by key.
 
 Watch events keep it current; the reconcile reads it instead of listing the API, so a steady state
-costs no API requests beyond the watches.
+costs no API requests beyond the watches. Telemetry pools are filled by the HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgespec.adaptation import Pool
 from edgespec.api.profile import EdgeProfileSpec
 from edgespec.plan import Rollout
 from edgespec.status import NodeInfo
@@ -25,3 +26,5 @@ class Cache:
     workloads: dict[tuple[str, str, str], Rollout] = field(default_factory=dict)
     # (namespace, name) of profiling Jobs that failed after their retries
     failed_jobs: set[tuple[str, str]] = field(default_factory=set)
+    # (namespace, deployment, class) -> telemetry reported by its draft servers since the last fold
+    live: dict[tuple[str, str, str], Pool] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from edgespec.api.base import API_VERSION, GROUP, VERSION
+from edgespec.handlers.metrics import API_REQUESTS
 from edgespec.plan import Event
 from edgespec.status import now_utc
 
@@ -33,6 +34,7 @@ async def apply_status(
 ) -> None:
     """Server-side apply the whole status of one deployment."""
     body = {"apiVersion": API_VERSION, "kind": "SpeculativeDeployment", "status": status}
+    API_REQUESTS.labels("apply", "speculativedeployments/status").inc()
     await client.patch(
         SpeculativeDeploymentResource.Status,
         name,
@@ -48,6 +50,7 @@ async def post_event(client: AsyncClient, owner: dict[str, Any], event: Event, c
     """A core/v1 Event on ``owner`` (what ``kubectl describe`` shows)."""
     meta = owner["metadata"]
     now = now_utc().isoformat().replace("+00:00", "Z")
+    API_REQUESTS.labels("create", "events").inc()
     await client.create(
         CoreEvent(
             metadata=ObjectMeta(generateName=f"{meta['name']}.", namespace=meta["namespace"]),
@@ -74,6 +77,7 @@ async def apply_manifest(client: AsyncClient, manifest: dict[str, Any], field_ma
     """Server-side apply one child manifest (create or converge), taking ownership of its fields."""
     resource = resource_registry.load(manifest["apiVersion"], manifest["kind"])
     meta = manifest["metadata"]
+    API_REQUESTS.labels("apply", manifest["kind"].lower() + "s").inc()
     await client.patch(  # type: ignore[type-var]
         resource,
         meta["name"],
@@ -87,6 +91,7 @@ async def apply_manifest(client: AsyncClient, manifest: dict[str, Any], field_ma
 
 async def read_secret_value(client: AsyncClient, namespace: str, name: str, key: str) -> str | None:
     """One value of a Secret, or None if the Secret or the key does not exist."""
+    API_REQUESTS.labels("get", "secrets").inc()
     try:
         secret = await client.get(Secret, name, namespace=namespace)
     except ApiError as exc:

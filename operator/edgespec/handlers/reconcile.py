@@ -11,14 +11,16 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from pydantic import ValidationError
 
+from edgespec.adaptation import LiveSample
 from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
-from edgespec.builders import Owner, WorkloadImages
+from edgespec.builders import Owner, Telemetry, WorkloadImages
 from edgespec.builders.naming import (
     draft_name,
     profiler_cluster_role_binding_name,
@@ -29,6 +31,7 @@ from edgespec.builders.naming import (
 from edgespec.builders.podspec import TOKEN_KEY
 from edgespec.handlers.cache import Cache, Key
 from edgespec.handlers.kube import apply_manifest, apply_status, post_event, read_secret_value
+from edgespec.handlers.metrics import RECONCILE_SECONDS, RECONCILES, SELECTION_CHANGES
 from edgespec.plan import Event, Plan, Rollout, desired_children, plan_status, profile_keys
 from edgespec.settings import OperatorSettings
 from edgespec.status import now_utc, set_condition
@@ -39,8 +42,15 @@ log = logging.getLogger("edgespec.reconcile")
 class Reconciler:
     """Holds the client, settings and cache; ``reconcile`` is called by the work-queue workers."""
 
-    def __init__(self, client: AsyncClient, cache: Cache, settings: OperatorSettings) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        cache: Cache,
+        settings: OperatorSettings,
+        requeue: Callable[[Key, float], None],
+    ) -> None:
         self.client = client
+        self.requeue = requeue  # reconcile a key again after a delay (the work queue's add_later)
         self.cache = cache
         self.settings = settings
         self.images = WorkloadImages(
@@ -49,9 +59,34 @@ class Reconciler:
             vllm=settings.vllm_image,
             pull_policy=settings.image_pull_policy,
         )
+        self.telemetry = (
+            Telemetry(url=settings.telemetry_url, interval_seconds=settings.telemetry_interval_seconds)
+            if settings.telemetry_url
+            else None
+        )
         self._applied: dict[Key, str] = {}  # hash of the children last applied, per deployment
+        self.tokens: dict[Key, str] = {}  # verifier token per deployment, once read or generated
 
     async def reconcile(self, key: Key) -> None:
+        """One reconcile, timed and counted."""
+        with RECONCILE_SECONDS.time():
+            try:
+                await self._reconcile(key)
+            except Exception:
+                RECONCILES.labels("error").inc()
+                raise
+        RECONCILES.labels("ok").inc()
+
+    def _live_samples(self, key: Key, spec: SpeculativeDeploymentSpec) -> dict[str, list[LiveSample]]:
+        """Telemetry pooled for each class that has reached ``minRounds``; those pools are emptied."""
+        samples = {}
+        for c in spec.device_classes:
+            pool = self.cache.live.get((*key, c.name))
+            if pool is not None and pool.rounds() >= spec.adaptation.min_rounds:
+                samples[c.name] = pool.drain()
+        return samples
+
+    async def _reconcile(self, key: Key) -> None:
         body = self.cache.deployments.get(key)
         if body is None:
             return  # deleted: owner references let the garbage collector remove the children
@@ -88,6 +123,7 @@ class Reconciler:
                 for key in profile_keys(spec)
                 if (namespace, profiling_job_name(owner, *key)) in self.cache.failed_jobs
             ),
+            live_samples=self._live_samples(key, spec),
         )
         await self._apply_children(body, spec, plan)
         new = plan.status.to_api()
@@ -101,7 +137,11 @@ class Reconciler:
                 new.get("nodesSummary"),
                 new.get("kSummary"),
             )
+        if plan.requeue_after_s is not None:
+            self.requeue(key, plan.requeue_after_s)
         for event in plan.events:
+            if event.reason in ("Selected", "Adapted"):
+                SELECTION_CHANGES.labels(event.reason).inc()
             await self._event(body, event)
 
     async def _apply_children(
@@ -111,14 +151,18 @@ class Reconciler:
         owner = Owner.from_body(body)
         key = (owner.namespace, owner.name)
         # The token is generated once and then always read back, so it survives restarts of the operator.
-        token = await read_secret_value(self.client, owner.namespace, verifier_secret_name(owner), TOKEN_KEY)
+        token = self.tokens.get(key) or await read_secret_value(
+            self.client, owner.namespace, verifier_secret_name(owner), TOKEN_KEY
+        )
+        token = self.tokens[key] = token or secrets.token_urlsafe(32)
         children = desired_children(
             spec=spec,
             owner=owner,
             images=self.images,
-            token=token or secrets.token_urlsafe(32),
+            token=token,
             status=plan.status,
             profiling_jobs=plan.profiling_jobs,
+            telemetry=self.telemetry,
         )
         digest = hashlib.sha256(json.dumps([owner.uid, children], sort_keys=True).encode()).hexdigest()
         if self._applied.get(key) == digest:
@@ -131,7 +175,11 @@ class Reconciler:
     async def forget(self, body: dict[str, Any]) -> None:
         """After a deletion: remove what owner references cannot collect (a cluster-scoped binding)."""
         owner = Owner.from_body(body)
-        self._applied.pop((owner.namespace, owner.name), None)
+        key = (owner.namespace, owner.name)
+        self._applied.pop(key, None)
+        self.tokens.pop(key, None)
+        for pool_key in [k for k in self.cache.live if k[:2] == key]:
+            del self.cache.live[pool_key]
         try:
             await self.client.delete(ClusterRoleBinding, profiler_cluster_role_binding_name(owner))
         except ApiError as exc:

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import kopf
+from aiohttp import web
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Node
 from pydantic import ValidationError
@@ -18,7 +19,9 @@ from pydantic import ValidationError
 from edgespec.api.base import GROUP, VERSION
 from edgespec.api.profile import EdgeProfileSpec
 from edgespec.handlers.cache import Cache
+from edgespec.handlers.http import make_app, serve
 from edgespec.handlers.kube import EdgeProfileResource
+from edgespec.handlers.metrics import API_REQUESTS
 from edgespec.handlers.reconcile import Reconciler
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec.plan import Rollout
@@ -32,6 +35,7 @@ CACHE = Cache()
 QUEUE = WorkQueue()
 _TASKS: list[asyncio.Task[None]] = []
 _RECONCILER: list[Reconciler] = []  # set at start-up; a list so handlers need no global statement
+_RUNNERS: list[web.AppRunner] = []
 
 
 @kopf.on.startup()
@@ -41,7 +45,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     client = AsyncClient(field_manager=SETTINGS.field_manager)
     await _prefill(client)
-    reconciler = Reconciler(client, CACHE, SETTINGS)
+    reconciler = Reconciler(client, CACHE, SETTINGS, QUEUE.add_later)
     _RECONCILER.append(reconciler)
 
     async def handle(key: tuple[str, str]) -> None:
@@ -53,6 +57,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
     for _worker in range(SETTINGS.workers):
         _TASKS.append(asyncio.create_task(QUEUE.worker(handle)))
+    if SETTINGS.metrics_port:
+        app = make_app(CACHE, QUEUE, reconciler.tokens.get)
+        _RUNNERS.append(await serve(app, SETTINGS.http_host, SETTINGS.metrics_port))
 
 
 async def _prefill(client: AsyncClient) -> None:
@@ -75,6 +82,8 @@ async def _prefill(client: AsyncClient) -> None:
 
 
 async def _list_into_cache(client: AsyncClient) -> None:
+    API_REQUESTS.labels("list", "nodes").inc()
+    API_REQUESTS.labels("list", "edgeprofiles").inc()
     async for node in client.list(Node):
         info = NodeInfo.from_body(node.to_dict())
         CACHE.nodes[info.name] = info
@@ -91,6 +100,8 @@ async def _list_into_cache(client: AsyncClient) -> None:
 async def cleanup(**_: Any) -> None:
     for task in _TASKS:
         task.cancel()
+    for runner in _RUNNERS:
+        await runner.cleanup()
 
 
 def _enqueue_matching(labels: dict[str, str] | None) -> None:

@@ -20,6 +20,7 @@ class WorkQueue:
         self._waiting: set[Key] = set()
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
 
     def add(self, key: Key) -> None:
         if key in self._active:
@@ -29,7 +30,18 @@ class WorkQueue:
             self._queue.put_nowait(key)
 
     def add_later(self, key: Key, delay_s: float) -> None:
-        asyncio.get_running_loop().call_later(delay_s, self.add, key)
+        """Queue ``key`` after ``delay_s``; one timer per key, the earliest wins."""
+        loop = asyncio.get_running_loop()
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= loop.time() + delay_s:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = loop.call_later(delay_s, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
 
     async def worker(self, handle: Callable[[Key], Awaitable[None]]) -> None:
         while True:

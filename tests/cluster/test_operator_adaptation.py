@@ -1,0 +1,199 @@
+"""Run-time adaptation through the real operator: draft-server telemetry in, K changed once via the ConfigMap.
+
+The reports are sent by the draft server's own telemetry code (``edgespec_edge.telemetry``: the
+tally its loop fills each round, and the push it makes) to the operator's real HTTP endpoint, with
+the verifier token read from the Secret the operator created, as a draft pod mounts it. KWOK pods run
+no code, so the rounds are the ones a draft server would count if users' prompts halved the
+per-token acceptance the profile measured; the rest (endpoint, pooling, folding, selection,
+ConfigMap) is the operator's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import yaml
+from edgespec.adaptation import effective_profile, profiled_per_token
+from edgespec.api.deployment import LiveTelemetry
+from edgespec.configspec import geometric_alpha, load_profiles, rank
+from edgespec.configspec.grid import verify_latency_on_grid
+from edgespec_edge.loop import RoundStats
+from edgespec_edge.telemetry import RoundTally, TelemetrySettings, push_once
+from kube_helpers import events_of, get_object, status_of, wait_for
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
+NAME, JETSON = "adaptive", "jetson-agx-orin"
+CONFIG = f"{NAME}-draft-{JETSON}"
+MIN_ROUNDS, INTERVAL_S = 100, 4
+FACTOR = 0.5  # users' prompts halve the per-token acceptance the profile measured
+
+
+def _jetson(cluster: Any) -> dict[str, Any]:
+    return dict(next(c for c in status_of(cluster, NAME)["deviceClasses"] if c["name"] == JETSON))
+
+
+def _config_k(cluster: Any) -> int:
+    text = get_object(cluster, "configmap", CONFIG)["data"]["speculative.yaml"]
+    return int(yaml.safe_load(text)["k"])
+
+
+def _token(cluster: Any) -> str:
+    secret = get_object(cluster, "secret", f"{NAME}-verifier-token")
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def _profile(selection: dict[str, Any]) -> Any:
+    return next(
+        p
+        for p in load_profiles([ROOT / "samples" / "profiles" / "paper-illustrative.yaml"])
+        if (p.device_class, p.draft_model, p.quantization)
+        == (JETSON, selection["draftModel"], selection["quantization"])
+    )
+
+
+def _true_alpha(profile: Any, k: int) -> float:
+    return float(geometric_alpha(FACTOR * profiled_per_token(profile, k), k))
+
+
+def _push(url: str, token: str, selection: dict[str, Any], rounds: int = MIN_ROUNDS) -> None:
+    """One report, as the Jetson's draft server sends it after ``rounds`` rounds at the current K."""
+    k = selection["k"]
+    profile = _profile(selection)
+    verify_s = float(verify_latency_on_grid(profile.verify_latency, np.array([k], dtype=np.int64))[0])
+    accepted = round(k * rounds * _true_alpha(profile, k))
+    tally = RoundTally()
+    for i in range(rounds):  # spread the accepted tokens over the rounds, as a server would see them
+        share = accepted * (i + 1) // rounds - accepted * i // rounds
+        tally.record(
+            RoundStats(k=k, drafted=k, accepted=share, draft_s=0.01, round_trip_s=verify_s, verify_s=verify_s)
+        )
+    settings = TelemetrySettings(
+        telemetry_url=f"{url}/v1/telemetry",
+        namespace="default",
+        deployment=NAME,
+        device_class=JETSON,
+        draft_name=selection["draftModel"],
+        quantization=selection["quantization"],
+        node_name="edge-jetson-0",
+    )
+
+    async def send() -> bool:
+        async with aiohttp.ClientSession() as session:
+            return await push_once(session, settings, tally, token)
+
+    assert asyncio.run(send()), "the operator refused a well-formed report"
+
+
+def _post(url: str, body: Any, token: str | None) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"{url}/v1/telemetry",
+        data=json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _wait_for_fold(cluster: Any, after: str) -> dict[str, Any]:
+    """The class's live telemetry once a report newer than ``after`` has been folded in."""
+    return dict(
+        wait_for("the report folded in", lambda: (s := _jetson(cluster)["live"])["updatedAt"] != after and s)
+    )
+
+
+def _metric(url: str, name: str) -> float:
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_live_acceptance_moves_k_once_through_the_configmap(operator_process: Any) -> None:
+    cluster, url = operator_process.cluster, operator_process.url
+    cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
+    doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-paper.yaml").read_text())
+    doc["metadata"]["name"] = NAME
+    doc["spec"]["verifier"]["gpus"] = 1
+    doc["spec"]["adaptation"] = {"minRounds": MIN_ROUNDS, "minGain": 0.05, "minIntervalSeconds": INTERVAL_S}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    wait_for("the ConfigMap of the Jetson", lambda: get_object(cluster, "configmap", CONFIG))
+    offline = _jetson(cluster)["selection"]
+    assert offline["k"] >= 8 and not offline.get("adapted") and _config_k(cluster) == offline["k"]
+    daemon_set = get_object(cluster, "daemonset", CONFIG)
+    env = {e["name"]: e for e in daemon_set["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["EDGESPEC_EDGE_TELEMETRY_URL"]["value"].endswith("/v1/telemetry")  # the servers know where
+    assert env["EDGESPEC_EDGE_DEVICE_CLASS"]["value"] == JETSON
+    token = wait_for("the verifier token", lambda: _token(cluster))
+
+    # Bad reports are refused with the reason and change nothing.
+    good = {
+        "namespace": "default", "deployment": NAME, "device_class": JETSON,
+        "draft_model": offline["draftModel"], "quantization": offline["quantization"],
+        "counts": [{"k": offline["k"], "rounds": 500, "drafted_tokens": 500 * offline["k"],
+                    "accepted_tokens": 0, "verify_seconds": 50.0}],
+    }  # fmt: skip
+    assert _post(url, good, None)[0] == 401
+    assert _post(url, good, "not-the-token")[0] == 401
+    code, text = _post(url, {**good, "device_class": "nope"}, token)
+    assert code == 404 and "nope" in text
+    code, text = _post(url, {**good, "counts": [{**good["counts"][0], "accepted_tokens": -1}]}, token)
+    assert code == 422 and "counts.0.accepted_tokens" in text
+    time.sleep(1.0)
+    assert _jetson(cluster).get("live") is None and _config_k(cluster) == offline["k"]
+
+    # The draft server reports lower acceptance than profiled: K moves to what the model predicts.
+    _push(url, token, offline)
+    moved = wait_for("K to move", lambda: (s := _jetson(cluster)["selection"])["k"] != offline["k"] and s)
+    live = _jetson(cluster)["live"]
+    point = live["points"][0]
+    assert point["k"] == offline["k"] and point["rounds"] == MIN_ROUNDS
+    assert point["alpha"] == pytest.approx(_true_alpha(_profile(offline), offline["k"]), abs=0.01)
+    expected = (
+        rank(
+            [effective_profile(_profile(offline), LiveTelemetry.model_validate(live))],
+            k_values=list(range(2, 11)),
+            target_model="llama-3.1-70b",
+            prices_usd_per_million={"llama-3.1-70b": 0.9},
+            device_classes=[JETSON],
+        )
+        .selections[JETSON]
+        .choice.k
+    )
+    assert moved["k"] == expected < offline["k"] and moved["adapted"]
+    assert moved["draftModel"] == offline["draftModel"]  # only K adapts
+    wait_for("the ConfigMap to carry the new K", lambda: _config_k(cluster) == moved["k"])
+
+    # The same truth keeps arriving, now measured at the new K, past several minimum intervals.
+    for _ in range(3):
+        time.sleep(INTERVAL_S + 0.5)
+        _push(url, token, moved)
+        live = _wait_for_fold(cluster, after=live["updatedAt"])
+    assert {p["k"] for p in live["points"]} == {offline["k"], moved["k"]}
+    assert _jetson(cluster)["selection"]["k"] == moved["k"] == _config_k(cluster)
+    adapted = [e for e in events_of(cluster, NAME) if e["reason"] == "Adapted"]
+    assert len(adapted) == 1 and f"K={moved['k']}" in adapted[0]["message"]
+
+    # K moved through the ConfigMap alone: the pods were not touched.
+    after = get_object(cluster, "daemonset", CONFIG)
+    assert after["spec"]["template"] == daemon_set["spec"]["template"]
+    assert after["metadata"]["generation"] == daemon_set["metadata"]["generation"]
+
+    assert _metric(url, 'edgespec_selection_changes_total{reason="Adapted"}') == 1
+    assert _metric(url, 'edgespec_telemetry_reports_total{result="accepted"}') >= 4
+    assert _metric(url, 'edgespec_telemetry_reports_total{result="unauthorized"}') == 2
+    assert _metric(url, 'edgespec_reconciles_total{result="ok"}') > 0
+    cluster.kubectl("delete", "specdeploy", NAME, "-n", "default")
