@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
             cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
             cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
-            env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+            env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "EDGESPEC_METRICS_PORT": "0"}
             log = (Path(tmp) / "operator.log").open("w")
             operator = subprocess.Popen(
                 [sys.executable, "-m", "edgespec.handlers", "--liveness", "none"],

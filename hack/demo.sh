@@ -17,8 +17,10 @@ k get nodes -L edgespec.dev/device-class,kubernetes.io/arch,node.kubernetes.io/i
 echo "==> installing the CRDs"
 k apply --server-side -f crds/
 k wait --for=condition=Established crd --all --timeout=60s
-echo "==> starting the operator (log: $OUT/operator.log)"
-python -m edgespec.handlers --liveness none > "$OUT/operator.log" 2>&1 &
+METRICS_PORT="${EDGESPEC_METRICS_PORT:-18080}"
+echo "==> starting the operator (log: $OUT/operator.log, metrics: http://127.0.0.1:$METRICS_PORT/metrics)"
+EDGESPEC_METRICS_PORT="$METRICS_PORT" EDGESPEC_HTTP_HOST=127.0.0.1 \
+  python -m edgespec.handlers --liveness none > "$OUT/operator.log" 2>&1 &
 OP=$!
 trap 'kill $OP 2>/dev/null || true' EXIT
 echo "==> applying samples/speculativedeployment-paper.yaml"
@@ -40,6 +42,14 @@ python -m edgespec rank --profiles samples/profiles/paper-illustrative.yaml --ob
   --target llama-3.1-70b || true
 python -m edgespec plot --profiles samples/profiles/paper-illustrative.yaml --target llama-3.1-70b --out "$OUT"
 ls "$OUT"/*.png
+echo "==> the operator's own metrics (reconciles, API requests, selection changes)"
+python - "$METRICS_PORT" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+for line in text.splitlines():
+    if line.startswith(("edgespec_reconciles_total", "edgespec_api_requests_total", "edgespec_selection_changes_total")):
+        print(" ", line)
+PY
 echo "==> the deployment and the emulated devices"
 k get specdeploy -o wide
 k get nodes -L edgespec.dev/device-class,kubernetes.io/arch,node.kubernetes.io/instance-type
