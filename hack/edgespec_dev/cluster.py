@@ -44,6 +44,28 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 POD_CIDR = "10.128.0.1/10"  # KWOK hands out pod IPs starting here
 _PR_SET_PDEATHSIG = 1
 
+# With ``Cluster(audit_log=True)``: every request at Metadata level (who, verb, resource, user
+# agent, response code; no bodies), except KWOK's per-node heartbeats (a Lease renewal and a
+# status patch per node, thousands a minute at scale, none of interest) and health probes.
+# ResponseStarted is kept: it is when a watch begins, ResponseComplete when it ends.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "None",
+            "users": ["kwok-controller"],
+            "resources": [
+                {"group": "coordination.k8s.io", "resources": ["leases"]},
+                {"group": "", "resources": ["nodes/status"]},
+            ],
+        },
+        {"level": "None", "nonResourceURLs": ["/healthz*", "/readyz*", "/livez*"]},
+        {"level": "Metadata"},
+    ],
+}
+
 
 class ClusterError(RuntimeError):
     """The cluster could not be started or used; the message says which log to read."""
@@ -76,9 +98,14 @@ def default_data_dir(name: str) -> Path:
 class Cluster:
     """One local cluster, identified by its data directory."""
 
-    def __init__(self, data_dir: Path | None = None, name: str = "edgespec") -> None:
+    def __init__(
+        self, data_dir: Path | None = None, name: str = "edgespec", *, audit_log: bool = False
+    ) -> None:
+        """``audit_log=True`` makes the API server write an audit log (:attr:`audit_log_path`,
+        one JSON event a line, :data:`AUDIT_POLICY`) from the next start on."""
         self.name = name
         self.data_dir = (data_dir or default_data_dir(name)).resolve()
+        self.audit_log = audit_log
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
     # ---- paths -------------------------------------------------------------------------------
@@ -94,6 +121,24 @@ class Cluster:
     def log_path(self, component: str) -> Path:
         """The log file of ``component`` (one of :data:`COMPONENTS`)."""
         return self.data_dir / "logs" / f"{component}.log"
+
+    @property
+    def audit_log_path(self) -> Path:
+        """The API server's audit log (written only with ``audit_log=True``)."""
+        return self.data_dir / "logs" / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events so far, oldest first (an empty list if there is none)."""
+        try:
+            lines = self.audit_log_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        # The API server may be mid-line at the end of the file; skip what does not parse.
+        events = []
+        for line in lines:
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+        return events
 
     @property
     def server(self) -> str:
@@ -125,6 +170,8 @@ class Cluster:
                 directory.mkdir(parents=True, exist_ok=True)
             (self.data_dir / "etcd").chmod(0o700)
             self._make_pki()
+            if self.audit_log:
+                _write_atomically(self.data_dir / "audit-policy.yaml", yaml.safe_dump(AUDIT_POLICY))
             ports = self._choose_ports()
             self._write_kubeconfigs(ports)
             deadline = time.monotonic() + timeout_s
@@ -333,6 +380,19 @@ class Cluster:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--event-ttl=1h",
+            *self._audit_args(),
+        ]
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit_log:
+            return []
+        return [
+            f"--audit-policy-file={self.data_dir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log_path}",
+            "--audit-log-format=json",
+            # Buffered writes, so measuring requests does not slow them down.
+            "--audit-log-mode=batch",
+            "--audit-log-maxsize=0",  # no rotation: the log lives as long as the cluster
         ]
 
     def _controller_manager_args(self, ports: Ports) -> list[str]:
@@ -649,16 +709,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = commands.add_parser("start", parents=[common], help="start the cluster and create its nodes")
     start.add_argument("--nodes", type=Path, help="YAML file of Node manifests (default: the built-in fleet)")
     start.add_argument("--scale", type=int, default=0, help="also create N generated nodes (scale tests)")
+    start.add_argument(
+        "--sites",
+        type=int,
+        default=0,
+        help=f"spread the --scale edge nodes over S sites (label {fleet.SITE_LABEL})",
+    )
+    start.add_argument(
+        "--audit-log", action="store_true", help="API server audit log in <data dir>/logs/audit.log"
+    )
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (180)")
     stop = commands.add_parser("stop", parents=[common], help="stop every process of the cluster")
     stop.add_argument("--delete", action="store_true", help="also delete its data directory")
     commands.add_parser("status", parents=[common], help="show which components run and the nodes")
     args = parser.parse_args(argv)
-    cluster = Cluster(args.data_dir, args.name)
+    cluster = Cluster(args.data_dir, args.name, audit_log=getattr(args, "audit_log", False))
     try:
         if args.command == "start":
             manifests = fleet.load_nodes(args.nodes.read_text()) if args.nodes else fleet.default_fleet()
-            manifests += fleet.scale_fleet(args.scale)
+            manifests += fleet.scale_fleet(args.scale, sites=args.sites)
             cluster.start(manifests, timeout_s=args.timeout)
             print(f"kubeconfig: {cluster.kubeconfig}")
             print(f"export KUBECONFIG={cluster.kubeconfig}")

@@ -4,8 +4,9 @@ Each device class (Raspberry Pi 4B and 5, Jetson AGX Orin, an 8-GPU cloud verifi
 once by a :class:`DeviceClass` with realistic ``kubernetes.io/arch``, instance type, capacity and
 taints; :func:`node_manifest` turns a class into a Node object annotated
 ``kwok.x-k8s.io/node: fake`` so the cluster's KWOK controller manages it. :func:`default_fleet`
-is the small fleet the tests use, :func:`scale_fleet` generates N nodes for scale benchmarks, and
-``python -m edgespec_dev.nodes default|scale N`` prints either as YAML for ``kubectl apply -f -``.
+is the small fleet the tests use, :func:`scale_fleet` generates N nodes for scale benchmarks
+(optionally partitioned into sites), and ``python -m edgespec_dev.nodes default|scale N [--sites S]``
+prints either as YAML for ``kubectl apply -f -``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ DEVICE_CLASS_LABEL = "edgespec.dev/device-class"
 ROLE_LABEL = "edgespec.dev/role"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT: dict[str, str] = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+SITE_LABEL = "edgespec.dev/site"  # scale fleets with sites: which site (tenant) an edge node is at
 
 Manifest = dict[str, Any]
 
@@ -79,6 +81,8 @@ DEVICE_CLASSES: dict[str, DeviceClass] = {
         ),
     )
 }
+
+EDGE_CLASSES: tuple[DeviceClass, ...] = tuple(d for d in DEVICE_CLASSES.values() if d.role == "edge")
 
 # (node name, device class); edge nodes carry their site in the name as a small fleet would.
 DEFAULT_FLEET: tuple[tuple[str, str], ...] = (
@@ -171,20 +175,65 @@ def default_fleet() -> list[Manifest]:
     ]
 
 
-def scale_fleet(count: int, *, prefix: str = "scale") -> list[Manifest]:
-    """``count`` nodes cycling over the edge classes, with one cloud verifier per 50 nodes."""
-    edge_classes = [d for d in DEVICE_CLASSES.values() if d.role == "edge"]
-    manifests = []
-    for index in range(count):
-        device = DEVICE_CLASSES["cloud-a100"] if index % 50 == 49 else edge_classes[index % 3]
+def scale_fleet(
+    count: int, *, prefix: str = "scale", sites: int = 0, verifiers: int | None = None
+) -> list[Manifest]:
+    """``count`` nodes for scale tests.
+
+    Without ``sites``: the edge classes in turn, with one cloud verifier per 50 nodes. With
+    ``sites`` > 0 the fleet is partitioned the way a multi-site operator's is: ``verifiers`` cloud
+    nodes (default one per 50 nodes, as above) and the other nodes spread round-robin over that
+    many sites, each edge node labelled :data:`SITE_LABEL` (``site-000``, ...) and named after its
+    site; within a site the classes go rpi4b, rpi5, jetson-orin, rpi4b, rpi5, ..., so a site of at
+    least three nodes has every edge class.
+    """
+    if sites <= 0:
+        return [
+            _scale_node(prefix, index, index, DEVICE_CLASSES["cloud-a100"])
+            if index % 50 == 49
+            else _scale_node(prefix, index, index, EDGE_CLASSES[index % len(EDGE_CLASSES)])
+            for index in range(count)
+        ]
+    cloud = count // 50 if verifiers is None else verifiers
+    if not 0 <= cloud <= count:
+        raise ValueError(f"verifiers must be between 0 and count ({count}), got {cloud}")
+    manifests = [_scale_node(prefix, index, index, DEVICE_CLASSES["cloud-a100"]) for index in range(cloud)]
+    for index in range(count - cloud):
+        site, slot = index % sites, index // sites
+        device = EDGE_CLASSES[slot % len(EDGE_CLASSES)]
         manifests.append(
-            node_manifest(
-                f"{prefix}-{device.name}-{index:05d}",
+            _scale_node(
+                prefix,
+                cloud + index,
+                index,
                 device,
-                internal_ip=_ip_for(index, device.role, base=100),
+                name=f"{prefix}-{site_name(site)}-{device.name}-{slot}",
+                labels={SITE_LABEL: site_name(site)},
             )
         )
     return manifests
+
+
+def site_name(site: int) -> str:
+    """The value of :data:`SITE_LABEL` for site number ``site`` (``site-017``)."""
+    return f"site-{site:03d}"
+
+
+def _scale_node(
+    prefix: str,
+    index: int,
+    ip_index: int,
+    device: DeviceClass,
+    *,
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Manifest:
+    return node_manifest(
+        name or f"{prefix}-{device.name}-{index:05d}",
+        device,
+        labels=labels,
+        internal_ip=_ip_for(ip_index, device.role, base=100),
+    )
 
 
 def with_kwok_annotation(manifest: Manifest) -> Manifest:
@@ -232,8 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("default", help="the default edge + cloud fleet")
     scale = commands.add_parser("scale", help="N generated nodes for scale tests")
     scale.add_argument("count", type=int)
+    scale.add_argument(
+        "--sites", type=int, default=0, help=f"spread edge nodes over this many sites ({SITE_LABEL})"
+    )
+    scale.add_argument(
+        "--verifiers", type=int, help="cloud GPU nodes with --sites (default: one per 50 nodes)"
+    )
     args = parser.parse_args(argv)
-    manifests = default_fleet() if args.command == "default" else scale_fleet(args.count)
+    manifests = (
+        default_fleet()
+        if args.command == "default"
+        else scale_fleet(args.count, sites=args.sites, verifiers=args.verifiers)
+    )
     sys.stdout.write(to_yaml(manifests))
     return 0
 

@@ -3,7 +3,8 @@
 These tests pin what the rest of the suite relies on: the emulated edge and GPU fleet exists with
 the right labels, capacity and taints and is Ready; the API server is the pinned version; the
 scheduler honours nodeSelectors and taints; the controller manager garbage-collects dependants,
-runs Jobs and mints ServiceAccount tokens; nodes can be added at runtime.
+runs Jobs and mints ServiceAccount tokens; nodes can be added at runtime; scale fleets split
+into sites; the opt-in audit log records requests (the scale benchmark counts them there).
 """
 
 from __future__ import annotations
@@ -237,3 +238,44 @@ def test_node_added_at_runtime_becomes_ready_and_takes_pods(cluster: Cluster, na
     finally:
         cluster.delete_node(name)
     assert cluster.kubectl("get", "node", name, check=False).returncode != 0
+
+
+def test_scale_fleet_with_sites_gives_every_site_each_edge_class_and_keeps_the_total() -> None:
+    manifests = fleet.scale_fleet(1000, sites=200, verifiers=25)
+    assert len(manifests) == 1000
+    assert len({m["metadata"]["name"] for m in manifests}) == 1000
+    by_site: dict[str, list[str]] = {}
+    for manifest in manifests:
+        labels = manifest["metadata"]["labels"]
+        if labels[fleet.ROLE_LABEL] == "verifier":
+            assert fleet.SITE_LABEL not in labels
+            continue
+        by_site.setdefault(labels[fleet.SITE_LABEL], []).append(labels[fleet.DEVICE_CLASS_LABEL])
+    assert len(by_site) == 200
+    assert all(set(classes) == {"rpi4b", "rpi5", "jetson-orin"} for classes in by_site.values())
+    assert sorted({len(classes) for classes in by_site.values()}) == [4, 5]
+    # Without sites, the fleet is what it always was: one 8-GPU verifier per 50 nodes.
+    plain = fleet.scale_fleet(100)
+    assert [m["metadata"]["name"] for m in plain][48:50] == ["scale-rpi4b-00048", "scale-cloud-a100-00049"]
+
+
+def test_audit_log_records_requests_but_not_kwok_heartbeats(tmp_path: Any) -> None:
+    audited = Cluster(tmp_path / "cluster", name="edgespec-audit-test", audit_log=True)
+    audited.start([fleet.node_manifest("audit-rpi5-0", "rpi5")], die_with_parent=True)
+    try:
+        audited.kubectl("get", "namespaces")
+        time.sleep(12)  # a Lease renewal or two by KWOK, which the policy drops
+        audited.kubectl("get", "nodes")
+    finally:
+        audited.stop()
+    events = audited.audit_events()
+    lists = {
+        (e["objectRef"]["resource"], e["stage"])
+        for e in events
+        if e["verb"] == "list" and e["userAgent"].startswith("kubectl")
+    }
+    assert {("namespaces", "ResponseComplete"), ("nodes", "ResponseComplete")} <= lists
+    assert not [e for e in events if e["stage"] == "RequestReceived"]
+    kwok = [e for e in events if e["user"]["username"] == "kwok-controller"]
+    assert kwok  # KWOK's other requests (its watches, pods, the node's creation) are there
+    assert not [e for e in kwok if (e.get("objectRef") or {}).get("resource") == "leases"]
