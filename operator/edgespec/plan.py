@@ -76,6 +76,18 @@ ProfileKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
+class JobOutcome:
+    """How a finished profiling Job ended."""
+
+    failed: bool  # False: it completed
+    finished_at: datetime
+
+
+PROFILE_GRACE_S = 30.0
+"""How long a completed profiling Job's profile may take to be seen before the key counts as failed."""
+
+
+@dataclass(frozen=True)
 class ProfilingJob:
     """One profiling Job to run: what to profile and on which node of the class."""
 
@@ -122,8 +134,8 @@ def schedule_profiling(
 ) -> list[ProfilingJob]:
     """The Jobs that should exist now: per class at most ``concurrencyPerClass``, spread over its nodes.
 
-    Failed keys are not retried here (the Job's own backoffLimit did that); a spec change or a deleted
-    Job starts over.
+    Keys whose Job finished are not scheduled again here (the Job's own backoffLimit did the retries;
+    a Job that completed is not re-run): when the Job is deleted (its TTL, or a user) the key starts over.
     """
     nodes = {r.name: [n.name for n in r.ready_nodes] for r in resolved}
     per_class: dict[str, int] = {}
@@ -165,12 +177,15 @@ def plan_status(
     now: datetime,
     verifier: Rollout | None = None,
     drafts: Mapping[str, Rollout] | None = None,
-    failed_profiling: frozenset[ProfileKey] = frozenset(),
+    finished_profiling: Mapping[ProfileKey, JobOutcome] | None = None,
     live_samples: Mapping[str, Sequence[LiveSample]] | None = None,
 ) -> Plan:
     """The complete status for one observation of the world, and the events worth posting.
 
-    ``live_samples``: per class, telemetry pooled since the last plan, folded into its live profile.
+    ``finished_profiling``: how the profiling Jobs that finished ended, per key. A key still to
+    profile whose Job failed, or completed ``PROFILE_GRACE_S`` ago without a fresh profile appearing,
+    counts as failed. ``live_samples``: per class, telemetry pooled since the last plan, folded into
+    its live profile.
     """
     prev = previous or SpeculativeDeploymentStatus()
     conditions: list[Condition] = []
@@ -212,15 +227,41 @@ def plan_status(
     ]
     missing = [key for key in profile_keys(spec) if key not in have]
     to_profile = [key for key in profile_keys(spec) if key not in fresh]
-    failed = sorted(failed_profiling)
+    crashed, silent = [], []
+    for key in to_profile:
+        outcome = (finished_profiling or {}).get(key)
+        if outcome is None:
+            continue
+        waited = (now - outcome.finished_at).total_seconds()
+        if outcome.failed:
+            crashed.append(key)
+        elif waited >= PROFILE_GRACE_S:
+            silent.append(key)
+        else:
+            timers.append(PROFILE_GRACE_S - waited)
+    failed = sorted(crashed + silent)
     if failed:
+        problems = []
+        if crashed:
+            problems.append(
+                f"profiling failed after its retries for {', '.join('/'.join(k) for k in crashed)}"
+            )
+        if silent:
+            keys = ", ".join("/".join(k) for k in silent)
+            problems.append(
+                f"profiling Jobs completed but wrote no fresh EdgeProfile for {keys} "
+                f"(is the profiler's target {spec.target.name}?)"
+            )
         cond(
             "Profiled",
             "False",
             "ProfilingFailed",
-            f"profiling failed after its retries for {', '.join('/'.join(k) for k in failed)}; see "
-            "kubectl logs of the Jobs labelled app.kubernetes.io/component=profiler",
+            "; ".join(problems)
+            + "; see kubectl logs of the Jobs labelled app.kubernetes.io/component=profiler. "
+            "A failed key is retried when its Job is deleted (by its TTL after an hour, or by you).",
         )
+        if conditions[-1].message != next((c.message for c in prev.conditions if c.type == "Profiled"), None):
+            events.append(Event("Warning", "ProfilingFailed", conditions[-1].message))
     elif missing:
         cond(
             "Profiled",
@@ -355,7 +396,9 @@ def plan_status(
         k_summary=summary((n, s.k) for n, s in selections.items()),
     )
     jobs = (
-        [] if not spec.profiling.enabled else schedule_profiling(spec, resolved, to_profile, failed_profiling)
+        []
+        if not spec.profiling.enabled
+        else schedule_profiling(spec, resolved, to_profile, frozenset((finished_profiling or {}).keys()))
     )
     return Plan(
         status=status,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_helpers import condition, get_object, status_of, wait_for
+from kube_helpers import condition, events_of, get_object, status_of, wait_for
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,3 +298,54 @@ def test_a_node_of_a_newly_declared_class_gets_its_class_profiled(operator: Any)
     finally:
         cluster.kubectl("delete", "specdeploy", "newclass", "-n", "default")
         cluster.delete_node("edge-orin-nano-0")
+
+
+def test_a_profiling_job_that_writes_no_profile_is_reported_and_retried_when_deleted(operator: Any) -> None:
+    from edgespec.api.profile import AcceptancePoint, EdgeProfile, EdgeProfileSpec
+
+    cluster = operator
+    doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-gemma-cpu.yaml").read_text())
+    doc["metadata"]["name"] = "silent"
+    doc["spec"]["target"]["name"] = "gemma-unprofiled"  # no profile of this target exists anywhere
+    doc["spec"]["profiling"] = {"concurrencyPerClass": 4}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    # KWOK completes Job pods without running them: a profiler that exits 0 and writes nothing.
+    wait_for("two profiling Jobs", lambda: len(_jobs(cluster, "silent")) == 2)
+    status = wait_for(
+        "ProfilingFailed",
+        lambda: (
+            condition(s := status_of(cluster, "silent"), "Profiled").get("reason") == "ProfilingFailed" and s
+        ),
+        timeout_s=90,
+    )
+    message = condition(status, "Profiled")["message"]
+    assert "rpi5/gemma-17l/Q4_K_M" in message and "rpi5/gemma-270m/Q4_0" in message
+    assert "wrote no fresh EdgeProfile" in message and "gemma-unprofiled" in message
+    assert sorted(status["profiling"]["failed"]) == ["rpi5/gemma-17l/Q4_K_M", "rpi5/gemma-270m/Q4_0"]
+    warnings = [e for e in events_of(cluster, "silent") if e["reason"] == "ProfilingFailed"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+
+    # One profile arrives after all (say, imported by hand): only the other key stays failed.
+    spec = EdgeProfileSpec(
+        device_class="rpi5", draft_model="gemma-270m", quantization="Q4_0", target_model="gemma-unprofiled",
+        draft_tokens_per_s=50.0, power_watts=6.0, acceptance=[AcceptancePoint(k=2, alpha=0.6)],
+    )  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(EdgeProfile.for_spec(spec).to_api()))
+    wait_for(
+        "one key failed",
+        lambda: status_of(cluster, "silent")["profiling"]["failed"] == ["rpi5/gemma-17l/Q4_K_M"],
+    )
+
+    # Deleting the failed Job retries that key: a new Job (new uid) is created.
+    (job,) = [
+        j
+        for j in _jobs(cluster, "silent")
+        if j["metadata"]["labels"]["edgespec.dev/draft-model"] == "gemma-17l"
+    ]
+    cluster.kubectl("delete", "job", job["metadata"]["name"], "-n", "default", "--wait=true")
+    wait_for(
+        "a new profiling Job",
+        lambda: any(j["metadata"]["uid"] != job["metadata"]["uid"] for j in _jobs(cluster, "silent")
+                    if j["metadata"]["labels"]["edgespec.dev/draft-model"] == "gemma-17l"),
+    )  # fmt: skip
+    cluster.kubectl("delete", "specdeploy", "silent", "-n", "default")

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgespec.adaptation import Pool
 from edgespec.api.profile import EdgeProfileSpec
-from edgespec.plan import Rollout
+from edgespec.plan import JobOutcome, Rollout
 from edgespec.status import NodeInfo
 
 Key = tuple[str, str]
@@ -24,7 +24,7 @@ class Cache:
     profiles: dict[str, EdgeProfileSpec] = field(default_factory=dict)
     # (namespace, kind, name) -> readiness of the Deployments and DaemonSets the operator made
     workloads: dict[tuple[str, str, str], Rollout] = field(default_factory=dict)
-    # (namespace, name) of profiling Jobs that failed after their retries
-    failed_jobs: set[tuple[str, str]] = field(default_factory=set)
+    # (namespace, name) of profiling Jobs that finished -> how (failed after their retries, or completed)
+    finished_jobs: dict[tuple[str, str], JobOutcome] = field(default_factory=dict)
     # (namespace, deployment, class) -> telemetry reported by its draft servers since the last fold
     live: dict[tuple[str, str, str], Pool] = field(default_factory=dict)

@@ -118,11 +118,15 @@ class Reconciler:
                 )
                 for c in spec.device_classes
             },
-            failed_profiling=frozenset(
-                key
-                for key in profile_keys(spec)
-                if (namespace, profiling_job_name(owner, *key)) in self.cache.failed_jobs
-            ),
+            finished_profiling={
+                profile_key: outcome
+                for profile_key in profile_keys(spec)
+                if (
+                    outcome := self.cache.finished_jobs.get(
+                        (namespace, profiling_job_name(owner, *profile_key))
+                    )
+                )
+            },
             live_samples=self._live_samples(key, spec),
         )
         await self._apply_children(body, spec, plan)

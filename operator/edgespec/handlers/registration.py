@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -24,9 +25,9 @@ from edgespec.handlers.kube import EdgeProfileResource
 from edgespec.handlers.metrics import API_REQUESTS
 from edgespec.handlers.reconcile import Reconciler
 from edgespec.handlers.workqueue import WorkQueue
-from edgespec.plan import Rollout
+from edgespec.plan import JobOutcome, Rollout
 from edgespec.settings import OperatorSettings
-from edgespec.status import NodeInfo, matches
+from edgespec.status import NodeInfo, matches, now_utc
 
 log = logging.getLogger("edgespec")
 
@@ -189,16 +190,23 @@ def drafts_event(type: str, body: kopf.Body, namespace: str | None, name: str, *
 @kopf.on.event("batch", "v1", "jobs", labels={**_OURS, "app.kubernetes.io/component": "profiler"})
 def profiling_job_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     key = (namespace or "", name)
-    conditions = (body.get("status") or {}).get("conditions") or []
-    failed = any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions)
-    if type != "DELETED" and failed:
-        if key in CACHE.failed_jobs:
-            return
-        CACHE.failed_jobs.add(key)
-    elif key in CACHE.failed_jobs:
-        CACHE.failed_jobs.discard(key)
-    else:
+    outcome = None if type == "DELETED" else _job_outcome(dict(body.get("status") or {}))
+    if CACHE.finished_jobs.get(key) == outcome:
         return
+    if outcome is None:
+        CACHE.finished_jobs.pop(key, None)
+    else:
+        CACHE.finished_jobs[key] = outcome
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == "SpeculativeDeployment":
             QUEUE.add((key[0], ref["name"]))
+
+
+def _job_outcome(status: dict[str, Any]) -> JobOutcome | None:
+    """Failed or Complete, with when; None while the Job runs."""
+    for condition in status.get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Failed", "Complete"):
+            when = condition.get("lastTransitionTime") or status.get("completionTime")
+            finished = datetime.fromisoformat(when.replace("Z", "+00:00")) if when else now_utc()
+            return JobOutcome(failed=condition["type"] == "Failed", finished_at=finished)
+    return None
