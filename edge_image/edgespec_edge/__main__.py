@@ -37,7 +37,7 @@ def _profile(args: argparse.Namespace) -> None:
         DraftUnderTest,
         apply_to_cluster,
         load_prompts,
-        profile_draft,
+        measure_draft,
         write_yaml,
     )
 
@@ -63,18 +63,20 @@ def _profile(args: argparse.Namespace) -> None:
         client = VerifierClient(args.verifier_url, token)
         try:
             return [
-                await profile_draft(
-                    draft,
-                    client=client,
-                    prompts=prompts,
-                    ks=ks,
-                    device_class=args.device_class,
-                    target_model=args.target,
-                    sensor=sensor,
-                    n_threads=args.n_threads,
-                    acceptance_tokens=args.tokens,
-                    speed_tokens=args.tokens,
-                )
+                (
+                    await measure_draft(
+                        draft,
+                        client=client,
+                        prompts=prompts,
+                        ks=ks,
+                        device_class=args.device_class,
+                        target_model=args.target,
+                        sensor=sensor,
+                        n_threads=args.n_threads,
+                        acceptance_tokens=args.tokens,
+                        speed_tokens=args.tokens,
+                    )
+                ).profile
                 for draft in drafts
             ]
         finally:

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from edgespec.api.profile import EdgeProfile
 from edgespec_edge.loop import VerifierClient
 from edgespec_edge.power import NominalSensor
-from edgespec_edge.profiler import DraftUnderTest, load_prompts, profile_draft, write_yaml
+from edgespec_edge.profiler import DraftUnderTest, load_prompts, measure_draft, write_yaml
 
 from .conftest import DRAFT, TOKEN
 
@@ -24,7 +24,7 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "edgespec.dev_edgeprofiles.
 async def measured_profile(verifier: TestServer, draft_file: Path, tmp_path: Path) -> Path:
     client = VerifierClient(str(verifier.make_url("")), TOKEN)
     try:
-        profile = await profile_draft(
+        measured = await measure_draft(
             DraftUnderTest(DRAFT, "Q4_K_M", draft_file),
             client=client,
             prompts=load_prompts(limit=2),
@@ -37,6 +37,7 @@ async def measured_profile(verifier: TestServer, draft_file: Path, tmp_path: Pat
         )
     finally:
         await client.close()
+    profile = measured.profile
     out = tmp_path / "profiles.yaml"
     write_yaml([profile], out)
     return out
