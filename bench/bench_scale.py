@@ -173,7 +173,7 @@ def start_operator(
             tail = log_path.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the operator did not start (code {operator.poll()}):\n{tail}")
         time.sleep(0.2)
-    time.sleep(1.0)  # its watches open right after the cache is filled
+    time.sleep(3.0)  # its watches open right after (kopf lists each first; a 429 retry takes 1 s)
     return operator
 
 
@@ -353,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="operator setting, e.g. EDGESPEC_WORKERS=16 (default: the operator's defaults)",
     )
+    parser.add_argument(
+        "--controller-manager-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra kube-controller-manager flag, e.g. --concurrent-daemonset-syncs=10",
+    )
     parser.add_argument("--keep", type=Path, help="copy the cluster's logs and the audit log here")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -373,7 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
     }
     with tempfile.TemporaryDirectory(prefix="edgespec-bench-scale-") as tmp:
-        cluster = Cluster(data_dir=Path(tmp) / "cluster", name="bench-scale", audit_log=True)
+        cluster = Cluster(
+            data_dir=Path(tmp) / "cluster",
+            name="bench-scale",
+            audit_log=True,
+            extra_args={"kube-controller-manager": args.controller_manager_arg},
+        )
+        result["controller_manager_args"] = args.controller_manager_arg
         say(f"starting the local cluster with {len(nodes)} nodes ...")
         started = time.monotonic()
         cluster.start(nodes, die_with_parent=True, timeout_s=900)

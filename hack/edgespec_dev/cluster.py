@@ -29,7 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,13 +99,24 @@ class Cluster:
     """One local cluster, identified by its data directory."""
 
     def __init__(
-        self, data_dir: Path | None = None, name: str = "edgespec", *, audit_log: bool = False
+        self,
+        data_dir: Path | None = None,
+        name: str = "edgespec",
+        *,
+        audit_log: bool = False,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """``audit_log=True`` makes the API server write an audit log (:attr:`audit_log_path`,
-        one JSON event a line, :data:`AUDIT_POLICY`) from the next start on."""
+        one JSON event a line, :data:`AUDIT_POLICY`) from the next start on. ``extra_args`` adds
+        command-line flags per component (``{"kube-controller-manager":
+        ["--concurrent-daemonset-syncs=10"]}``), after the defaults, so they win."""
         self.name = name
         self.data_dir = (data_dir or default_data_dir(name)).resolve()
         self.audit_log = audit_log
+        self.extra_args = {component: list(args) for component, args in (extra_args or {}).items()}
+        unknown = set(self.extra_args) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"extra_args for unknown components {sorted(unknown)}; known: {COMPONENTS}")
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
     # ---- paths -------------------------------------------------------------------------------
@@ -444,6 +455,7 @@ class Cluster:
 
     # ---- processes ---------------------------------------------------------------------------
     def _spawn(self, component: str, command: list[str], die_with_parent: bool) -> None:
+        command = [*command, *self.extra_args.get(component, [])]
         log_path = self.log_path(component)
         with open(log_path, "ab") as log:
             log.write(f"\n===== {time.strftime('%F %T')} {' '.join(command)}\n".encode())

@@ -259,8 +259,13 @@ def test_scale_fleet_with_sites_gives_every_site_each_edge_class_and_keeps_the_t
     assert [m["metadata"]["name"] for m in plain][48:50] == ["scale-rpi4b-00048", "scale-cloud-a100-00049"]
 
 
-def test_audit_log_records_requests_but_not_kwok_heartbeats(tmp_path: Any) -> None:
-    audited = Cluster(tmp_path / "cluster", name="edgespec-audit-test", audit_log=True)
+def test_audit_log_records_requests_but_not_kwok_heartbeats_and_extra_args_apply(tmp_path: Any) -> None:
+    audited = Cluster(
+        tmp_path / "cluster",
+        name="edgespec-audit-test",
+        audit_log=True,
+        extra_args={"kube-controller-manager": ["--concurrent-daemonset-syncs=4"]},
+    )
     audited.start([fleet.node_manifest("audit-rpi5-0", "rpi5")], die_with_parent=True)
     try:
         audited.kubectl("get", "namespaces")
@@ -279,3 +284,5 @@ def test_audit_log_records_requests_but_not_kwok_heartbeats(tmp_path: Any) -> No
     kwok = [e for e in events if e["user"]["username"] == "kwok-controller"]
     assert kwok  # KWOK's other requests (its watches, pods, the node's creation) are there
     assert not [e for e in kwok if (e.get("objectRef") or {}).get("resource") == "leases"]
+    # extra_args reach the component's command line (the log's first line shows it).
+    assert "--concurrent-daemonset-syncs=4" in audited.log_path("kube-controller-manager").read_text()
