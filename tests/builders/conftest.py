@@ -13,6 +13,7 @@ from edgespec.builders import (
     ProfilingJobInput,
     VerifierInput,
     build_draft_servers,
+    build_draft_service,
     build_profiler_rbac,
     build_profiling_job,
     build_verifier,
@@ -57,6 +58,7 @@ def all_manifests(
             *build_verifier(verifier_input),
             *build_verifier(llamacpp),
             *build_draft_servers(draft_input),
+            build_draft_service(draft_input),
             build_profiling_job(profiling_input),
             *build_profiler_rbac(OWNER),
         ]

@@ -88,12 +88,14 @@ def test_unknown_choice_is_rejected_with_what_exists(draft_input: DraftServerInp
         build_draft_daemon_set(with_choice(draft_input, device_class_name="pi3"))
 
 
-def test_service_keeps_local_clients_on_their_node(draft_input: DraftServerInput) -> None:
+def test_one_service_keeps_local_clients_on_their_node_for_every_class(draft_input: DraftServerInput) -> None:
     service = build_draft_service(draft_input)
     assert service["spec"]["internalTrafficPolicy"] == "Local"
-    assert (
-        service["spec"]["selector"] == build_draft_daemon_set(draft_input)["spec"]["selector"]["matchLabels"]
-    )
+    assert service["metadata"]["name"] == f"{draft_input.owner.name}-draft"
+    for cls in ("rpi5", "jetson-orin"):  # it selects the draft pods of every class, and nothing else
+        pods = build_draft_daemon_set(with_choice(draft_input, device_class_name=cls))["spec"]["template"]
+        assert service["spec"]["selector"].items() <= pods["metadata"]["labels"].items()
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "draft"  # never the verifier
 
 
 def test_config_file_is_what_the_draft_server_parses(draft_input: DraftServerInput) -> None:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from edgespec.api.deployment import SpeculativeDeploymentSpec
 from edgespec.builders import (
+    DeploymentInput,
     DraftServerInput,
     Owner,
     ProfilingJobInput,
@@ -28,6 +29,7 @@ from edgespec.builders import (
     VerifierInput,
     WorkloadImages,
     build_draft_servers,
+    build_draft_service,
     build_profiler_rbac,
     build_profiling_job,
     build_verifier,
@@ -133,6 +135,7 @@ def _builder_manifests(namespace: str) -> list[dict[str, Any]]:
         *build_draft_servers(
             DraftServerInput(**common, **choice, k=4, telemetry=Telemetry(url="http://op:8080/v1/telemetry"))
         ),
+        build_draft_service(DeploymentInput(**common)),
         build_profiling_job(ProfilingJobInput(**common, **choice, node_name="rpi5-0")),
     ]
 

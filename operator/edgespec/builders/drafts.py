@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 
 from edgespec.api.profile import LABEL_DRAFT_MODEL, LABEL_QUANTIZATION, label_value
-from edgespec.builders.inputs import DraftServerInput
+from edgespec.builders.inputs import DeploymentInput, DraftServerInput
 from edgespec.builders.naming import (
     draft_name,
+    drafts_service_name,
     object_meta,
     selector_labels,
     verifier_secret_name,
@@ -171,27 +172,30 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
     }
 
 
-def build_draft_service(inp: DraftServerInput) -> dict[str, Any]:
-    """Node-local Service for clients on the class's devices (OpenAI-compatible API, port ``http``)."""
-    device_class = inp.device_class(inp.device_class_name)
+def build_draft_service(inp: DeploymentInput) -> dict[str, Any]:
+    """One node-local Service for the deployment's draft servers of every class (OpenAI API, ``http``).
+
+    With ``internalTrafficPolicy: Local`` a client reaches the draft server on its own node, whatever
+    the node's class, under one name (``<deployment>-draft``). One Service rather than one per class:
+    fewer objects whose endpoints the cluster must keep current.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_meta(
-            inp.owner, draft_name(inp.owner, device_class.name), "draft", device_class.name
-        ),
+        "metadata": object_meta(inp.owner, drafts_service_name(inp.owner), "draft"),
         "spec": {
             "type": "ClusterIP",
             "internalTrafficPolicy": "Local",
-            "selector": selector_labels(inp.owner, "draft", device_class.name),
+            "selector": selector_labels(inp.owner, "draft"),
             "ports": [{"name": "http", "port": EDGE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
 def build_draft_servers(inp: DraftServerInput) -> list[dict[str, Any]]:
-    """ConfigMap, DaemonSet and Service of one device class, in the order to apply them.
+    """ConfigMap and DaemonSet of one device class, in the order to apply them.
 
-    The ConfigMap comes first so a new pod never starts without its K file.
+    The ConfigMap comes first so a new pod never starts without its K file. The deployment's one
+    draft Service is ``build_draft_service``.
     """
-    return [build_draft_config_map(inp), build_draft_daemon_set(inp), build_draft_service(inp)]
+    return [build_draft_config_map(inp), build_draft_daemon_set(inp)]

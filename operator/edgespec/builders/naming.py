@@ -119,8 +119,13 @@ def verifier_secret_name(owner: Owner) -> str:
     return dns_name(owner.name, "verifier-token")
 
 
+def drafts_service_name(owner: Owner) -> str:
+    """Name of the deployment's one node-local Service in front of its draft servers."""
+    return dns_name(owner.name, "draft")
+
+
 def draft_name(owner: Owner, device_class: str) -> str:
-    """Name of a device class's draft DaemonSet, its ConfigMap and its Service.
+    """Name of a device class's draft DaemonSet and its ConfigMap.
 
     The draft model and quantisation are deliberately not part of it: a new choice rolls the same
     DaemonSet instead of creating a second one next to the old.
