@@ -7,6 +7,7 @@ with every condition set (Unknown where not yet known). The shell observes and a
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ from edgespec.api.deployment import (
 )
 from edgespec.api.profile import EdgeProfileSpec
 from edgespec.builders import (
+    DeploymentInput,
     DraftServerInput,
     Owner,
     ProfilingJobInput,
@@ -35,11 +37,12 @@ from edgespec.builders import (
     VerifierInput,
     WorkloadImages,
     build_draft_servers,
+    build_draft_service,
     build_profiler_rbac,
     build_profiling_job,
     build_verifier,
 )
-from edgespec.configspec import rank
+from edgespec.configspec import Ranking, rank
 from edgespec.status import (
     NodeInfo,
     ResolvedClass,
@@ -290,21 +293,14 @@ def plan_status(
     prev_sel = {c.name: c.selection for c in prev.device_classes}
     if usable:
         memory = {r.name: r.min_allocatable_memory_bytes for r in resolved if r.min_allocatable_memory_bytes}
-        ranking = rank(
-            usable,
-            spec.objective,
-            spec.constraints,
-            prices_usd_per_million={spec.target.name: spec.target.price_usd_per_million_tokens},
-            device_memory_bytes=memory,
-            k_values=spec.speculative_length.values(),
-            target_model=spec.target.name,
-            device_classes=sorted({p.device_class for p in usable}),
-        )
+        ranking, bases = _ranked(spec, usable, memory)
         prev_live = {c.name: c.live for c in prev.device_classes}
+        chosen: list[str] = []
         for name, sel in ranking.selections.items():
             new, live, adapted, retry_after_s = _class_selection(
                 spec=spec,
                 name=name,
+                basis=bases[name],
                 offline=DeviceClassSelection(**sel.status_fields(), selected_at=now),
                 old=prev_sel.get(name),
                 previous_live=prev_live.get(name),
@@ -320,14 +316,17 @@ def plan_status(
             if adapted is not None:
                 events.append(Event("Normal", "Adapted", f"{name}: {adapted}"))
             elif new.selected_at == now:
-                events.append(
-                    Event(
-                        "Normal",
-                        "Selected",
-                        f"{name}: {new.draft_model} {new.quantization} K={new.k}: {new.reason}",
-                    )
-                )
+                chosen.append(f"{name}: {new.draft_model} {new.quantization} K={new.k}")
             selections[name] = new
+        if chosen:  # one Event for all classes chosen in this pass; each reason is in the status
+            events.append(
+                Event(
+                    "Normal",
+                    "Selected",
+                    "; ".join(chosen)
+                    + " (why: kubectl get specdeploy -o yaml, deviceClasses[].selection.reason)",
+                )
+            )
         for bad in ranking.infeasible.values():
             events.append(Event("Warning", "Infeasible", bad.message))
         if ranking.infeasible:
@@ -408,10 +407,58 @@ def plan_status(
     )
 
 
+_RANKINGS: OrderedDict[tuple[Any, ...], tuple[list[EdgeProfileSpec], Ranking, dict[str, str]]] = OrderedDict()
+_RANKINGS_KEPT = 512
+
+
+def _ranked(
+    spec: SpeculativeDeploymentSpec, usable: list[EdgeProfileSpec], memory: Mapping[str, int]
+) -> tuple[Ranking, dict[str, str]]:
+    """ConfigSpec's ranking of ``usable`` and each class's selection basis, memoised.
+
+    Most reconciles are woken by rollout progress, with the same inputs as the last one: the key is
+    the spec's parts the ranking reads and the identity of the profile objects (the cache replaces
+    an object when its profile changes; the memo holds the objects, so an identity cannot be reused
+    while its entry lives). Pure: a hit returns what the computation would.
+    """
+    key = (
+        spec.objective.model_dump_json(),
+        spec.constraints.model_dump_json(),
+        spec.speculative_length.model_dump_json(),
+        spec.target.name,
+        spec.target.price_usd_per_million_tokens,
+        tuple(sorted(memory.items())),
+        tuple(id(p) for p in usable),
+    )
+    hit = _RANKINGS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], usable, strict=True)):
+        _RANKINGS.move_to_end(key)
+        return hit[1], hit[2]
+    classes = sorted({p.device_class for p in usable})
+    ranking = rank(
+        usable,
+        spec.objective,
+        spec.constraints,
+        prices_usd_per_million={spec.target.name: spec.target.price_usd_per_million_tokens},
+        device_memory_bytes=memory,
+        k_values=spec.speculative_length.values(),
+        target_model=spec.target.name,
+        device_classes=classes,
+    )
+    bases = {
+        c: selection_basis(spec, [p for p in usable if p.device_class == c], memory.get(c)) for c in classes
+    }
+    _RANKINGS[key] = (list(usable), ranking, bases)
+    if len(_RANKINGS) > _RANKINGS_KEPT:
+        _RANKINGS.popitem(last=False)
+    return ranking, bases
+
+
 def _class_selection(
     *,
     spec: SpeculativeDeploymentSpec,
     name: str,
+    basis: str,
     offline: DeviceClassSelection,
     old: DeviceClassSelection | None,
     previous_live: LiveTelemetry | None,
@@ -426,7 +473,6 @@ def _class_selection(
     to decide again if a change is held back only by the minimum interval.
     ``selected_at`` carries over while (draft, quantisation, K) stay the same.
     """
-    basis = selection_basis(spec, profiles, memory.get(name))
     offline.basis = basis
     same_draft = old is not None and (old.draft_model, old.quantization) == (
         offline.draft_model,
@@ -514,6 +560,8 @@ def desired_children(
                 telemetry=telemetry if spec.adaptation.enabled else None,
             )
         )
+    if any(cls.selection is not None for cls in status.device_classes):
+        children.append(build_draft_service(DeploymentInput(**common)))
     if profiling_jobs:
         children += build_profiler_rbac(owner)
     for job in profiling_jobs:

@@ -169,6 +169,17 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
     assert jetson_after["spec"]["template"] == template_before  # no rollout, no restart
     assert jetson_after["metadata"]["generation"] == generation_before
 
+    # Deleted by hand, a draft DaemonSet comes back: the operator repairs what it owns.
+    rpi5 = get_object(cluster, "daemonset", "llama70b-edge-draft-rpi5")
+    cluster.kubectl("delete", "daemonset", "llama70b-edge-draft-rpi5", "-n", "default", "--wait=true")
+    wait_for(
+        "the DaemonSet re-created",
+        lambda: (
+            get_object(cluster, "daemonset", "llama70b-edge-draft-rpi5").get("metadata", {}).get("uid")
+            not in (None, rpi5["metadata"]["uid"])
+        ),
+    )
+
 
 def test_deleting_the_deployment_garbage_collects_its_children(operator: Any) -> None:
     cluster = operator

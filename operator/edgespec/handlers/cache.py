@@ -20,6 +20,7 @@ Key = tuple[str, str]
 @dataclass
 class Cache:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    nodes_version: int = 0  # bumped on every change of ``nodes`` (memoised node matches compare it)
     deployments: dict[Key, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[str, EdgeProfileSpec] = field(default_factory=dict)
     # (namespace, kind, name) -> readiness of the Deployments and DaemonSets the operator made

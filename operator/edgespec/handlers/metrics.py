@@ -30,7 +30,8 @@ API_REQUESTS = Counter(
 )
 SELECTION_CHANGES = Counter(
     "edgespec_selection_changes_total",
-    "Changes of a class's configuration, by reason (Selected: profiles or spec; Adapted: live telemetry).",
+    "Selection events, by reason: Selected (profiles or spec; all classes chosen in one pass) or "
+    "Adapted (one class, live telemetry).",
     ["reason"],
     registry=REGISTRY,
 )

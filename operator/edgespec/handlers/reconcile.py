@@ -7,6 +7,7 @@ back as a watch event, ends the loop instead of feeding it).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -34,9 +35,21 @@ from edgespec.handlers.kube import apply_manifest, apply_status, post_event, rea
 from edgespec.handlers.metrics import RECONCILE_SECONDS, RECONCILES, SELECTION_CHANGES
 from edgespec.plan import Event, Plan, Rollout, desired_children, plan_status, profile_keys
 from edgespec.settings import OperatorSettings
-from edgespec.status import now_utc, set_condition
+from edgespec.status import NodeInfo, matches, now_utc, set_condition
 
 log = logging.getLogger("edgespec.reconcile")
+
+
+_FIRST_WAVE = frozenset({"Secret", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"})
+
+
+def _identity(manifest: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = manifest["metadata"]
+    return (manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"])
+
+
+def _digest(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 class Reconciler:
@@ -64,7 +77,9 @@ class Reconciler:
             if settings.telemetry_url
             else None
         )
-        self._applied: dict[Key, str] = {}  # hash of the children last applied, per deployment
+        # per deployment: its uid, and the digest of each child as last applied
+        self._applied: dict[Key, tuple[str, dict[tuple[str, str, str, str], str]]] = {}
+        self._node_memo: dict[tuple[tuple[str, str], ...], tuple[int, list[NodeInfo]]] = {}
         self.tokens: dict[Key, str] = {}  # verifier token per deployment, once read or generated
 
     async def reconcile(self, key: Key) -> None:
@@ -76,6 +91,24 @@ class Reconciler:
                 RECONCILES.labels("error").inc()
                 raise
         RECONCILES.labels("ok").inc()
+
+    def _nodes_for(self, spec: SpeculativeDeploymentSpec) -> list[NodeInfo]:
+        """The cached nodes any class of ``spec`` selects, memoised per selector until a node changes.
+
+        Most reconciles are woken by rollout progress; matching every cached node against every
+        selector each time was a seventh of the operator's CPU at 1,000 nodes.
+        """
+        if len(self._node_memo) > 4096:
+            self._node_memo.clear()
+        found: dict[str, NodeInfo] = {}
+        for c in spec.device_classes:
+            selector = tuple(sorted(c.node_selector.items()))
+            hit = self._node_memo.get(selector)
+            if hit is None or hit[0] != self.cache.nodes_version:
+                matching = [n for n in self.cache.nodes.values() if matches(n.labels, c.node_selector)]
+                hit = self._node_memo[selector] = (self.cache.nodes_version, matching)
+            found.update((n.name, n) for n in hit[1])
+        return list(found.values())
 
     def _live_samples(self, key: Key, spec: SpeculativeDeploymentSpec) -> dict[str, list[LiveSample]]:
         """Telemetry pooled for each class that has reached ``minRounds``; those pools are emptied."""
@@ -108,7 +141,7 @@ class Reconciler:
             spec=spec,
             generation=generation,
             previous=previous,
-            nodes=list(self.cache.nodes.values()),
+            nodes=self._nodes_for(spec),
             profiles=list(self.cache.profiles.values()),
             now=now_utc(),
             verifier=self.cache.workloads.get((namespace, "Deployment", verifier_name(owner))),
@@ -168,13 +201,38 @@ class Reconciler:
             profiling_jobs=plan.profiling_jobs,
             telemetry=self.telemetry,
         )
-        digest = hashlib.sha256(json.dumps([owner.uid, children], sort_keys=True).encode()).hexdigest()
-        if self._applied.get(key) == digest:
+        uid, applied = self._applied.get(key, (owner.uid, {}))
+        if uid != owner.uid:  # a new object under an old name: nothing of the old one counts
+            applied = {}
+        digests = {_identity(m): _digest(m) for m in children}
+        changed = [m for m in children if applied.get(_identity(m)) != digests[_identity(m)]]
+        if not changed:
             return
-        for manifest in children:
-            await apply_manifest(self.client, manifest, self.settings.field_manager)
-        self._applied[key] = digest
-        log.info("%s/%s: applied %d children", owner.namespace, owner.name, len(children))
+        # Two waves, each concurrent: what pods mount or run as (Secret, ConfigMap, ServiceAccount,
+        # RBAC) before what creates pods, so a new pod never starts without its K file or token.
+        first = [m for m in changed if m["kind"] in _FIRST_WAVE]
+        second = [m for m in changed if m["kind"] not in _FIRST_WAVE]
+        try:
+            for wave in (first, second):
+                results = await asyncio.gather(
+                    *(apply_manifest(self.client, m, self.settings.field_manager) for m in wave),
+                    return_exceptions=True,
+                )
+                for manifest, result in zip(wave, results, strict=True):
+                    if not isinstance(result, BaseException):
+                        applied[_identity(manifest)] = digests[_identity(manifest)]
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    raise errors[0]
+        finally:
+            self._applied[key] = (owner.uid, applied)
+        log.info("%s/%s: applied %d of %d children", owner.namespace, owner.name, len(changed), len(children))
+
+    def child_deleted(self, key: Key, api_version: str, kind: str, name: str) -> None:
+        """A child was deleted (by a user, or its TTL): the next reconcile applies it again if wanted."""
+        entry = self._applied.get(key)
+        if entry is not None:
+            entry[1].pop((api_version, kind, key[0], name), None)
 
     async def forget(self, body: dict[str, Any]) -> None:
         """After a deletion: remove what owner references cannot collect (a cluster-scoped binding)."""

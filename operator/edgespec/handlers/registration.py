@@ -88,6 +88,7 @@ async def _list_into_cache(client: AsyncClient) -> None:
     async for node in client.list(Node):
         info = NodeInfo.from_body(node.to_dict())
         CACHE.nodes[info.name] = info
+    CACHE.nodes_version += 1
     async for profile in client.list(EdgeProfileResource):
         name = profile.metadata.name if profile.metadata and profile.metadata.name else ""
         try:
@@ -136,6 +137,7 @@ def node_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
         CACHE.nodes[name] = new
     if old == new:
         return  # heartbeats and status noise: nothing the deployments depend on changed
+    CACHE.nodes_version += 1
     for info in (old, new):
         if info is not None:
             _enqueue_matching(dict(info.labels))
@@ -160,18 +162,37 @@ def _rollout(kind: str, status: dict[str, Any]) -> Rollout:
     return Rollout(ready=status.get("readyReplicas", 0), desired=status.get("replicas", 0))
 
 
+def _owners(body: kopf.Body, namespace: str | None) -> list[tuple[str, str]]:
+    """Keys of the SpeculativeDeployments owning ``body``."""
+    return [
+        (namespace or "", ref["name"])
+        for ref in body.get("metadata", {}).get("ownerReferences") or []
+        if ref.get("kind") == "SpeculativeDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/")
+    ]
+
+
+def _child_deleted(body: kopf.Body, namespace: str | None, name: str) -> None:
+    """Deleted under us (a user, a TTL): let the owner's next reconcile apply it again if wanted."""
+    for owner in _owners(body, namespace):
+        if _RECONCILER:
+            _RECONCILER[0].child_deleted(
+                owner, str(body.get("apiVersion", "")), str(body.get("kind", "")), name
+            )
+        QUEUE.add(owner)
+
+
 def _workload_event(kind: str, type: str, body: kopf.Body, namespace: str | None, name: str) -> None:
     key = (namespace or "", kind, name)
     if type == "DELETED":
         CACHE.workloads.pop(key, None)
-    else:
-        rollout = _rollout(kind, dict(body.get("status") or {}))
-        if CACHE.workloads.get(key) == rollout:
-            return
-        CACHE.workloads[key] = rollout
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == "SpeculativeDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            QUEUE.add((namespace or "", ref["name"]))
+        _child_deleted(body, namespace, name)
+        return
+    rollout = _rollout(kind, dict(body.get("status") or {}))
+    if CACHE.workloads.get(key) == rollout:
+        return
+    CACHE.workloads[key] = rollout
+    for owner in _owners(body, namespace):
+        QUEUE.add(owner)
 
 
 _OURS = {"app.kubernetes.io/managed-by": "edgespec"}
@@ -191,15 +212,18 @@ def drafts_event(type: str, body: kopf.Body, namespace: str | None, name: str, *
 def profiling_job_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     key = (namespace or "", name)
     outcome = None if type == "DELETED" else _job_outcome(dict(body.get("status") or {}))
+    if type == "DELETED":
+        CACHE.finished_jobs.pop(key, None)
+        _child_deleted(body, namespace, name)
+        return
     if CACHE.finished_jobs.get(key) == outcome:
         return
     if outcome is None:
         CACHE.finished_jobs.pop(key, None)
     else:
         CACHE.finished_jobs[key] = outcome
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == "SpeculativeDeployment":
-            QUEUE.add((key[0], ref["name"]))
+    for owner in _owners(body, namespace):
+        QUEUE.add(owner)
 
 
 def _job_outcome(status: dict[str, Any]) -> JobOutcome | None:
