@@ -15,6 +15,7 @@ import base64
 import json
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,22 @@ def _metric(url: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_live_acceptance_moves_k_once_through_the_configmap(operator_process: Any) -> None:
-    cluster, url = operator_process.cluster, operator_process.url
-    cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
+@pytest.fixture
+def with_profiles(operator_process: Any) -> Iterator[Any]:
+    """The illustrative profiles imported for the test, and removed after it with its deployment
+    (profiles are cluster-scoped: left behind, they would answer other modules' profiling tests)."""
+    cluster = operator_process.cluster
+    profiles = str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml")
+    cluster.kubectl("apply", "-f", profiles)
+    try:
+        yield operator_process
+    finally:
+        cluster.kubectl("delete", "specdeploy", NAME, "-n", "default", "--ignore-not-found")
+        cluster.kubectl("delete", "-f", profiles, "--ignore-not-found")
+
+
+def test_live_acceptance_moves_k_once_through_the_configmap(with_profiles: Any) -> None:
+    cluster, url = with_profiles.cluster, with_profiles.url
     doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-paper.yaml").read_text())
     doc["metadata"]["name"] = NAME
     doc["spec"]["verifier"]["gpus"] = 1
@@ -196,4 +210,3 @@ def test_live_acceptance_moves_k_once_through_the_configmap(operator_process: An
     assert _metric(url, 'edgespec_telemetry_reports_total{result="accepted"}') >= 4
     assert _metric(url, 'edgespec_telemetry_reports_total{result="unauthorized"}') == 2
     assert _metric(url, 'edgespec_reconciles_total{result="ok"}') > 0
-    cluster.kubectl("delete", "specdeploy", NAME, "-n", "default")
