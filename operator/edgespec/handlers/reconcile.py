@@ -79,6 +79,7 @@ class Reconciler:
         )
         # per deployment: its uid, and the digest of each child as last applied
         self._applied: dict[Key, tuple[str, dict[tuple[str, str, str, str], str]]] = {}
+        self._written: dict[Key, tuple[str | None, dict[str, Any]]] = {}  # last status written, per object
         self._node_memo: dict[tuple[tuple[str, str], ...], tuple[int, list[NodeInfo]]] = {}
         self.tokens: dict[Key, str] = {}  # verifier token per deployment, once read or generated
 
@@ -127,6 +128,11 @@ class Reconciler:
         meta = body["metadata"]
         generation = meta.get("generation")
         stored = body.get("status") or {}
+        # The cache may not have seen our last status write yet (its watch event trails the write):
+        # the status we last wrote for this very object is the newer one. Nothing else writes it.
+        mine = self._written.get(key)
+        if mine is not None and mine[0] == meta.get("uid"):
+            stored = mine[1]
         try:
             previous = SpeculativeDeploymentStatus.model_validate(stored) if stored else None
         except ValidationError:
@@ -166,6 +172,7 @@ class Reconciler:
         new = plan.status.to_api()
         if new != stored:  # timestamps carry over when nothing changed, so equal means no write
             await apply_status(self.client, namespace, name, new, self.settings.field_manager)
+            self._written[key] = (meta.get("uid"), new)
             log.info(
                 "%s/%s: phase %s, nodes %s, K %s",
                 namespace,
@@ -239,6 +246,7 @@ class Reconciler:
         owner = Owner.from_body(body)
         key = (owner.namespace, owner.name)
         self._applied.pop(key, None)
+        self._written.pop(key, None)
         self.tokens.pop(key, None)
         for pool_key in [k for k in self.cache.live if k[:2] == key]:
             del self.cache.live[pool_key]
@@ -276,9 +284,9 @@ class Reconciler:
             )
         ]
         meta = body["metadata"]
-        await apply_status(
-            self.client, meta["namespace"], meta["name"], status.to_api(), self.settings.field_manager
-        )
+        written = status.to_api()
+        await apply_status(self.client, meta["namespace"], meta["name"], written, self.settings.field_manager)
+        self._written[(meta["namespace"], meta["name"])] = (meta.get("uid"), written)
         await self._event(body, Event("Warning", "InvalidSpec", message))
 
     async def _event(self, body: dict[str, Any], event: Event) -> None:
