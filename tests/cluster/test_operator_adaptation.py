@@ -145,6 +145,9 @@ def test_live_acceptance_moves_k_once_through_the_configmap(with_profiles: Any) 
     doc["spec"]["adaptation"] = {"minRounds": MIN_ROUNDS, "minGain": 0.05, "minIntervalSeconds": INTERVAL_S}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
     wait_for("the ConfigMap of the Jetson", lambda: get_object(cluster, "configmap", CONFIG))
+    wait_for(
+        "the Jetson's selection in status", lambda: JETSON in status_of(cluster, NAME).get("kSummary", "")
+    )
     offline = _jetson(cluster)["selection"]
     assert offline["k"] >= 8 and not offline.get("adapted") and _config_k(cluster) == offline["k"]
     daemon_set = get_object(cluster, "daemonset", CONFIG)

@@ -1,7 +1,9 @@
 """kopf registration: start-up settings and the watches; nothing else lives here.
 
-Each watch event updates the cache and enqueues the deployments it may affect. Handlers return
-nothing (kopf would store returned values under ``status``, which is not a Kubernetes convention).
+Each watch event updates the cache and enqueues the deployments it may affect. Every handler is
+``async``: kopf runs plain functions in a thread pool, and the cache and the work queue (an
+``asyncio.Queue`` with timers) belong to the event loop's thread. Handlers return nothing (kopf
+would store returned values under ``status``, which is not a Kubernetes convention).
 """
 
 from __future__ import annotations
@@ -106,12 +108,19 @@ async def cleanup(**_: Any) -> None:
         await runner.cleanup()
 
 
-def _enqueue_matching(labels: dict[str, str] | None) -> None:
+PROFILE_BATCH_S = 2.0
+"""Profiles come in batches (a profiling run, a ``kubectl apply`` of a set): reconcile once after one."""
+
+
+def _enqueue_matching(labels: dict[str, str] | None, delay_s: float = 0.0) -> None:
     """Enqueue the deployments with a device class whose selector matches ``labels`` (all if None)."""
     for key, body in CACHE.deployments.items():
         classes = (body.get("spec") or {}).get("deviceClasses") or []
         if labels is None or any(matches(labels, c.get("nodeSelector") or {}) for c in classes):
-            QUEUE.add(key)
+            if delay_s > 0:
+                QUEUE.add_later(key, delay_s)  # one timer per key: the batch's first event sets it
+            else:
+                QUEUE.add(key)
 
 
 @kopf.on.event(GROUP, VERSION, "speculativedeployments")
@@ -127,7 +136,7 @@ async def deployment_event(type: str, body: kopf.Body, namespace: str | None, na
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
+async def node_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
     old = CACHE.nodes.get(name)
     if type == "DELETED":
         CACHE.nodes.pop(name, None)
@@ -144,7 +153,7 @@ def node_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "edgeprofiles")
-def profile_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
+async def profile_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
     if type == "DELETED":
         CACHE.profiles.pop(name, None)
     else:
@@ -153,7 +162,9 @@ def profile_event(type: str, body: kopf.Body, name: str, **_: Any) -> None:
         except ValidationError as err:
             log.warning("ignoring EdgeProfile %s: %s", name, err.errors()[0]["msg"])
             return
-    _enqueue_matching(None)
+    # Without the delay, importing 42 profiles one object at a time re-selected (and posted a
+    # Selected event) up to 42 times as the ranking changed with each arrival.
+    _enqueue_matching(None, delay_s=PROFILE_BATCH_S)
 
 
 def _rollout(kind: str, status: dict[str, Any]) -> Rollout:
@@ -199,17 +210,17 @@ _OURS = {"app.kubernetes.io/managed-by": "edgespec"}
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OURS)
-def verifier_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+async def verifier_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     _workload_event("Deployment", type, body, namespace, name)
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels=_OURS)
-def drafts_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+async def drafts_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     _workload_event("DaemonSet", type, body, namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**_OURS, "app.kubernetes.io/component": "profiler"})
-def profiling_job_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+async def profiling_job_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     key = (namespace or "", name)
     outcome = None if type == "DELETED" else _job_outcome(dict(body.get("status") or {}))
     if type == "DELETED":
