@@ -4,7 +4,7 @@ Every round the loop finishes is counted per K (rounds, drafted, accepted, verif
 background task posts the counts gathered since the last accepted report to the operator's
 ``/v1/telemetry`` every ``EDGESPEC_EDGE_TELEMETRY_INTERVAL_S`` seconds, with the verifier token the
 server already holds. Counts a report could not deliver (the operator unreachable or restarting) are
-kept for the next one; counts the operator refused (a 4xx other than 503) are dropped with a log line,
+kept for the next one; counts the operator refused (a 4xx) are dropped with a log line,
 since resending them cannot help. Nothing here can slow or fail a user's request.
 """
 
@@ -58,7 +58,7 @@ class _Tally:
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
-    verify_s: float = 0.0
+    round_trip_s: float = 0.0  # reported as verify_seconds: T_verify is the edge's round trip
 
 
 class RoundTally:
@@ -72,7 +72,7 @@ class RoundTally:
         tally.rounds += 1
         tally.drafted += stats.drafted
         tally.accepted += stats.accepted
-        tally.verify_s += stats.round_trip_s
+        tally.round_trip_s += stats.round_trip_s
 
     def take(self) -> list[RoundCounts]:
         counts = [
@@ -81,7 +81,7 @@ class RoundTally:
                 rounds=t.rounds,
                 drafted_tokens=t.drafted,
                 accepted_tokens=t.accepted,
-                verify_seconds=t.verify_s,
+                verify_seconds=t.round_trip_s,
             )
             for k, t in sorted(self._by_k.items())
             if t.rounds
@@ -96,7 +96,7 @@ class RoundTally:
             tally.rounds += c.rounds
             tally.drafted += c.drafted_tokens
             tally.accepted += c.accepted_tokens
-            tally.verify_s += c.verify_seconds
+            tally.round_trip_s += c.verify_seconds
 
 
 async def push_once(
@@ -123,7 +123,7 @@ async def push_once(
             if response.status == 202:
                 return True
             text = (await response.text())[:300]
-            if response.status == 503 or response.status >= 500:
+            if response.status >= 500:  # 503 included: the operator has not read the token yet
                 tally.give_back(counts)
                 log.info("operator not ready for telemetry (%d): %s", response.status, text)
             else:
