@@ -18,6 +18,7 @@ from edgespec.builders import (
     build_draft_service,
 )
 from edgespec.builders.drafts import CONFIG_FILE, CONFIG_KEY
+from edgespec.builders.naming import drafts_service_name, verifier_url
 
 
 def template_hash(daemon_set: dict[str, Any]) -> str:
@@ -65,7 +66,7 @@ def test_daemon_set_runs_on_the_class_nodes_with_its_resources(draft_input: Draf
     env = {e["name"]: e for e in server["env"]}
     assert env["EDGESPEC_EDGE_N_THREADS"]["value"] == "4"
     assert env["EDGESPEC_EDGE_K_FILE"]["value"] == CONFIG_FILE
-    assert env["EDGESPEC_EDGE_VERIFIER_URL"]["value"] == "http://demo-verifier.team-a.svc:8000"
+    assert env["EDGESPEC_EDGE_VERIFIER_URL"]["value"] == verifier_url(draft_input.owner, 8000)
     assert "EDGESPEC_EDGE_K" not in env  # K in the template would restart pods on every change
     (fetch,) = pod["initContainers"]
     assert fetch["args"][fetch["args"].index("--source") + 1] == "https://models.example/gemma-17.q4km.gguf"
@@ -91,7 +92,7 @@ def test_unknown_choice_is_rejected_with_what_exists(draft_input: DraftServerInp
 def test_one_service_keeps_local_clients_on_their_node_for_every_class(draft_input: DraftServerInput) -> None:
     service = build_draft_service(draft_input)
     assert service["spec"]["internalTrafficPolicy"] == "Local"
-    assert service["metadata"]["name"] == f"{draft_input.owner.name}-draft"
+    assert service["metadata"]["name"] == drafts_service_name(draft_input.owner)
     for cls in ("rpi5", "jetson-orin"):  # it selects the draft pods of every class, and nothing else
         pods = build_draft_daemon_set(with_choice(draft_input, device_class_name=cls))["spec"]["template"]
         assert service["spec"]["selector"].items() <= pods["metadata"]["labels"].items()

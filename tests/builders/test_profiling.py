@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from builder_samples import OWNER
 from edgespec.builders import ProfilingJobInput, build_profiler_rbac, build_profiling_job
-from edgespec.builders.naming import profiler_service_account_name
+from edgespec.builders.naming import profiler_service_account_name, verifier_url
 from edgespec.builders.podspec import TOKEN_FILE
 
 
@@ -44,7 +44,7 @@ def test_job_profiles_against_the_verifier_with_the_token(profiling_input: Profi
     assert (pairs["--k-min"], pairs["--k-max"]) == ("1", "10")
     assert args[args.index("--prompts") + 1] == "/etc/edgespec/prompts/prompts.jsonl"
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["EDGESPEC_EDGE_VERIFIER_URL"] == "http://demo-verifier.team-a.svc:8000"
+    assert env["EDGESPEC_EDGE_VERIFIER_URL"] == verifier_url(profiling_input.owner, 8000)
     assert env["EDGESPEC_EDGE_VERIFIER_TOKEN_FILE"] == TOKEN_FILE
     (fetch,) = pod["initContainers"]
     assert "https://models.example/gemma-17.q4km.gguf" in fetch["args"]

@@ -39,3 +39,10 @@ def events_of(cluster: Any, name: str) -> list[dict[str, Any]]:
         "get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}", "-o", "json"
     ).stdout
     return list(json.loads(out)["items"])
+
+
+def owner_of(name: str, namespace: str = "default") -> Any:
+    """The naming identity of a deployment (child names do not depend on its uid)."""
+    from edgespec.builders import Owner
+
+    return Owner(name=name, namespace=namespace, uid="-")

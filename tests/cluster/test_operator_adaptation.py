@@ -25,16 +25,17 @@ import pytest
 import yaml
 from edgespec.adaptation import effective_profile, profiled_per_token
 from edgespec.api.deployment import LiveTelemetry
+from edgespec.builders.naming import draft_name, verifier_secret_name
 from edgespec.configspec import geometric_alpha, load_profiles, rank
 from edgespec.configspec.grid import verify_latency_on_grid
 from edgespec_edge.loop import RoundStats
 from edgespec_edge.telemetry import RoundTally, TelemetrySettings, push_once
-from kube_helpers import events_of, get_object, status_of, wait_for
+from kube_helpers import events_of, get_object, owner_of, status_of, wait_for
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 NAME, JETSON = "adaptive", "jetson-agx-orin"
-CONFIG = f"{NAME}-draft-{JETSON}"
+CONFIG = draft_name(owner_of(NAME), JETSON)
 MIN_ROUNDS, INTERVAL_S = 100, 4
 FACTOR = 0.5  # users' prompts halve the per-token acceptance the profile measured
 
@@ -49,7 +50,7 @@ def _config_k(cluster: Any) -> int:
 
 
 def _token(cluster: Any) -> str:
-    secret = get_object(cluster, "secret", f"{NAME}-verifier-token")
+    secret = get_object(cluster, "secret", verifier_secret_name(owner_of(NAME)))
     return base64.b64decode(secret["data"]["token"]).decode()
 
 

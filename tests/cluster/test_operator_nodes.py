@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_helpers import condition, events_of, get_object, status_of, wait_for
+from edgespec.builders.naming import draft_name, verifier_name, verifier_secret_name
+from kube_helpers import condition, events_of, get_object, owner_of, status_of, wait_for
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
+PAPER = owner_of("llama70b-edge")
 
 
 def test_nodes_resolved_per_class_then_selection_from_profiles(operator: Any) -> None:
@@ -115,24 +117,24 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
 
     # Verifier first: Secret, Deployment on the GPU nodes, Service; all owned by the deployment.
     verifier = wait_for(
-        "verifier Deployment", lambda: get_object(cluster, "deployment", "llama70b-edge-verifier")
+        "verifier Deployment", lambda: get_object(cluster, "deployment", verifier_name(PAPER))
     )
     owner = verifier["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "SpeculativeDeployment" and owner["controller"] is True
     pod = verifier["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"edgespec.dev/role": "verifier"}
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] in (8, "8")
-    assert get_object(cluster, "service", "llama70b-edge-verifier")
-    assert get_object(cluster, "secret", "llama70b-edge-verifier-token")
+    assert get_object(cluster, "service", verifier_name(PAPER))
+    assert get_object(cluster, "secret", verifier_secret_name(PAPER))
 
     # One DaemonSet per class, on that class's nodes, and K in its ConfigMap.
     status = status_of(cluster, "llama70b-edge")
     chosen = {c["name"]: c["selection"] for c in status["deviceClasses"]}
     jetson = wait_for(
-        "jetson DaemonSet", lambda: get_object(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+        "jetson DaemonSet", lambda: get_object(cluster, "daemonset", draft_name(PAPER, "jetson-agx-orin"))
     )
     assert jetson["spec"]["template"]["spec"]["nodeSelector"] == {"edgespec.dev/device-class": "jetson-orin"}
-    config = get_object(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")
+    config = get_object(cluster, "configmap", draft_name(PAPER, "jetson-agx-orin"))
     assert f"k: {chosen['jetson-agx-orin']['k']}" in config["data"]["speculative.yaml"]
     assert chosen["jetson-agx-orin"]["k"] >= 8  # goodput on the Jetson: long K (the paper's finding)
     # KWOK runs the pods on the emulated nodes: the rollouts complete and the deployment is Ready.
@@ -143,7 +145,7 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
     assert ready["verifier"]["readyReplicas"] == 1
     # every node of every class runs a ready draft server (an earlier test's removed node may linger)
     assert all(c["readyDrafts"] >= c["nodes"] > 0 for c in ready["deviceClasses"]), ready["deviceClasses"]
-    jetson = get_object(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+    jetson = get_object(cluster, "daemonset", draft_name(PAPER, "jetson-agx-orin"))
     template_before = jetson["spec"]["template"]
     generation_before = jetson["metadata"]["generation"]
 
@@ -156,7 +158,7 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
         "K=2 in the Jetson ConfigMap",
         lambda: (
             "k: 2"
-            in get_object(cluster, "configmap", "llama70b-edge-draft-jetson-agx-orin")["data"][
+            in get_object(cluster, "configmap", draft_name(PAPER, "jetson-agx-orin"))["data"][
                 "speculative.yaml"
             ]
         ),
@@ -165,17 +167,17 @@ def test_children_carry_the_selection_and_k_changes_without_restart(operator: An
     energy = {c["name"]: c["selection"] for c in status["deviceClasses"]}
     assert all(s["k"] == 2 for s in energy.values())
     assert energy["jetson-agx-orin"]["draftModel"] == chosen["jetson-agx-orin"]["draftModel"]
-    jetson_after = get_object(cluster, "daemonset", "llama70b-edge-draft-jetson-agx-orin")
+    jetson_after = get_object(cluster, "daemonset", draft_name(PAPER, "jetson-agx-orin"))
     assert jetson_after["spec"]["template"] == template_before  # no rollout, no restart
     assert jetson_after["metadata"]["generation"] == generation_before
 
     # Deleted by hand, a draft DaemonSet comes back: the operator repairs what it owns.
-    rpi5 = get_object(cluster, "daemonset", "llama70b-edge-draft-rpi5")
-    cluster.kubectl("delete", "daemonset", "llama70b-edge-draft-rpi5", "-n", "default", "--wait=true")
+    rpi5 = get_object(cluster, "daemonset", draft_name(PAPER, "rpi5"))
+    cluster.kubectl("delete", "daemonset", draft_name(PAPER, "rpi5"), "-n", "default", "--wait=true")
     wait_for(
         "the DaemonSet re-created",
         lambda: (
-            get_object(cluster, "daemonset", "llama70b-edge-draft-rpi5").get("metadata", {}).get("uid")
+            get_object(cluster, "daemonset", draft_name(PAPER, "rpi5")).get("metadata", {}).get("uid")
             not in (None, rpi5["metadata"]["uid"])
         ),
     )
@@ -185,7 +187,7 @@ def test_deleting_the_deployment_garbage_collects_its_children(operator: Any) ->
     cluster = operator
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "profiles" / "paper-illustrative.yaml"))
     cluster.kubectl("apply", "-f", str(ROOT / "samples" / "speculativedeployment-paper.yaml"))
-    wait_for("children", lambda: get_object(cluster, "daemonset", "llama70b-edge-draft-rpi5"))
+    wait_for("children", lambda: get_object(cluster, "daemonset", draft_name(PAPER, "rpi5")))
     cluster.kubectl("delete", "specdeploy", "llama70b-edge", "-n", "default")
     selector = "edgespec.dev/deployment=llama70b-edge"
     wait_for(

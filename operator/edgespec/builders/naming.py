@@ -1,11 +1,17 @@
 """Names, labels and owner references shared by every manifest the operator builds.
 
-Child object names are deterministic (a crash and a restart build the same names, so server-side
-apply converges instead of duplicating), DNS-1035 safe (Services need a leading letter) and at most
-63 characters, because Services, Jobs (their name becomes the ``job-name`` label) and DaemonSet pods
-all inherit the name into places capped at 63. A short SHA-256 suffix over the raw parts is added
-whenever sanitising lost information (``Q4_K_M`` and ``q4-k-m`` would otherwise collide) or the name
-had to be cut, so distinct inputs never share a name.
+Every child name is derived from its full identity, (namespace, deployment, role, class and what else
+the role needs), as ``<readable prefix>-<hash>``: the prefix is for people (``demo-draft-rpi5``,
+lower-cased, cut to fit), the 10 hex characters are SHA-256 over the raw identity parts joined by NUL
+(a character no Kubernetes name or label can contain), so the encoding is injective and two distinct
+identities share a name only if 40 bits of SHA-256 collide (about one chance in 10^12 for a thousand
+children of one kind in one namespace). Before, names were hashed only when sanitising changed them,
+and ``coll``/class ``draft-x`` and ``coll-draft``/class ``x`` both owned ``coll-draft-draft-x``.
+
+Names are deterministic (a crash and a restart build the same names, so server-side apply converges
+instead of duplicating), DNS-1035 labels (Services need a leading letter; every other kind accepts
+them too) and at most 63 characters, because Services, Jobs (their name becomes the ``job-name``
+label) and DaemonSet pods all inherit the name into places capped at 63.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from edgespec.api.base import API_VERSION
 from edgespec.api.profile import LABEL_DEVICE_CLASS, label_value
 
 MAX_NAME = 63
-HASH_CHARS = 8
+HASH_CHARS = 10
 
 MANAGED_BY = "edgespec"
 APP_NAME = "edgespec"
@@ -87,41 +93,53 @@ def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+def _short_hash(text: str, chars: int = HASH_CHARS) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:chars]
 
 
-def dns_name(*parts: str, max_length: int = MAX_NAME) -> str:
-    """``parts`` joined into a DNS-1035 label of at most ``max_length`` characters, stable per input.
-
-    Readable when possible (``demo-draft-rpi5``); with a hash suffix when a part had to be rewritten
-    or the result cut (``demo-profile-rpi5-gemma-q4-k-m-1a2b3c4d``).
-    """
-    if not parts or any(not p for p in parts):
-        raise ValueError(f"name parts must be non-empty, got {parts!r}")
-    raw = "-".join(parts)
-    readable = _DASHES.sub("-", _NOT_DNS.sub("-", raw.lower())).strip("-")
+def _hashed(readable_parts: tuple[str, ...], identity: tuple[str, ...]) -> str:
+    """``<readable parts, sanitised and cut>-<hash of identity>``, a DNS-1035 label of at most 63."""
+    if any(not p for p in identity):
+        raise ValueError(f"name parts must be non-empty, got {identity!r}")
+    suffix = "-" + _short_hash("\x00".join(identity))  # NUL: in no name, so the join is injective
+    readable = _DASHES.sub("-", _NOT_DNS.sub("-", "-".join(readable_parts).lower())).strip("-")
     if not readable or not readable[0].isalpha():
         readable = f"es-{readable}".rstrip("-")  # Services need a leading letter (DNS-1035)
-    if readable == raw and len(readable) <= max_length:
-        return readable
-    suffix = "-" + _short_hash("\x00".join(parts))  # hash the raw parts: distinct inputs, distinct names
-    return readable[: max_length - len(suffix)].rstrip("-") + suffix
+    return readable[: MAX_NAME - len(suffix)].rstrip("-") + suffix
+
+
+def dns_name(*parts: str) -> str:
+    """``parts`` as a DNS-1035 label of at most 63 characters, always ending in their hash.
+
+    The hash covers the raw parts, so it is the identity; the prefix before it is only for reading
+    (``demo-draft-rpi5-1a2b3c4d5e``).
+    """
+    if not parts:
+        raise ValueError("name parts must be non-empty")
+    return _hashed(parts, parts)
+
+
+def child_name(owner: Owner, role: str, *parts: str) -> str:
+    """The name of one child: its role and ``parts`` (class, draft, ...) under the full owner identity.
+
+    The readable prefix is ``<deployment>-<role>[-<parts>]``; the namespace is hashed but not shown.
+    """
+    return _hashed((owner.name, role, *parts), (owner.namespace, owner.name, role, *parts))
 
 
 def verifier_name(owner: Owner) -> str:
     """Name of the verifier's Deployment and Service."""
-    return dns_name(owner.name, "verifier")
+    return child_name(owner, "verifier")
 
 
 def verifier_secret_name(owner: Owner) -> str:
     """Name of the Secret holding the verifier's bearer token."""
-    return dns_name(owner.name, "verifier-token")
+    return child_name(owner, "verifier-token")
 
 
 def drafts_service_name(owner: Owner) -> str:
     """Name of the deployment's one node-local Service in front of its draft servers."""
-    return dns_name(owner.name, "draft")
+    return child_name(owner, "draft")
 
 
 def draft_name(owner: Owner, device_class: str) -> str:
@@ -130,17 +148,17 @@ def draft_name(owner: Owner, device_class: str) -> str:
     The draft model and quantisation are deliberately not part of it: a new choice rolls the same
     DaemonSet instead of creating a second one next to the old.
     """
-    return dns_name(owner.name, "draft", device_class)
+    return child_name(owner, "draft", device_class)
 
 
 def profiling_job_name(owner: Owner, device_class: str, draft_model: str, quantization: str) -> str:
     """Name of the profiling Job of one (device class, draft model, quantisation)."""
-    return dns_name(owner.name, "profile", device_class, draft_model, quantization)
+    return child_name(owner, "profile", device_class, draft_model, quantization)
 
 
 def profiler_service_account_name(owner: Owner) -> str:
     """Name of the profiling Jobs' ServiceAccount (one per deployment)."""
-    return dns_name(owner.name, "profiler")
+    return child_name(owner, "profiler")
 
 
 PROFILER_CLUSTER_ROLE = "edgespec-profiler"
@@ -148,7 +166,7 @@ PROFILER_CLUSTER_ROLE = "edgespec-profiler"
 
 
 def profiler_cluster_role_binding_name(owner: Owner) -> str:
-    """Cluster-scoped, so the namespace is part of the name (and of the hash)."""
+    """Cluster-scoped; the namespace is in the hash like every other child name."""
     return dns_name("edgespec-profiler", owner.namespace, owner.name)
 
 
