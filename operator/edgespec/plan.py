@@ -31,6 +31,7 @@ from edgespec.api.profile import EdgeProfileSpec
 from edgespec.builders import (
     DeploymentInput,
     DraftServerInput,
+    ModelCache,
     Owner,
     ProfilingJobInput,
     Telemetry,
@@ -539,13 +540,14 @@ def desired_children(
     status: SpeculativeDeploymentStatus,
     profiling_jobs: Sequence[ProfilingJob] = (),
     telemetry: Telemetry | None = None,
+    model_cache: ModelCache | None = None,
 ) -> list[dict[str, Any]]:
     """The verifier objects, and the draft servers of every class that has a selection, in apply order.
 
     The verifier comes first (profiling needs it); a class without a selection gets no draft servers
     yet. K reaches only the ConfigMap, so a change of K alone never restarts a draft server.
     """
-    common = {"owner": owner, "spec": spec, "images": images}
+    common = {"owner": owner, "spec": spec, "images": images, "model_cache": model_cache}
     children = build_verifier(VerifierInput(**common, token=SecretStr(token)))
     for cls in status.device_classes:
         if cls.selection is None:

@@ -32,6 +32,11 @@ class OperatorSettings(BaseSettings):
         default=8080, ge=0, le=65535, description="Port of /metrics and /v1/telemetry; 0 disables both."
     )
     http_host: str = Field(default="0.0.0.0", description="Address the metrics and telemetry server binds.")
+    model_cache_host_path: str = Field(
+        default="",
+        pattern=r"^(/.+)?$",
+        description="Node-local model cache directory (chart: modelCache.hostPath); empty: none.",
+    )
     telemetry_url: str = Field(
         default="",
         description="URL draft servers push telemetry to (the chart sets its Service's); empty: none.",

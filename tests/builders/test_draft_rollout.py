@@ -69,7 +69,7 @@ def test_daemon_set_runs_on_the_class_nodes_with_its_resources(draft_input: Draf
     assert env["EDGESPEC_EDGE_VERIFIER_URL"]["value"] == verifier_url(draft_input.owner, 8000)
     assert "EDGESPEC_EDGE_K" not in env  # K in the template would restart pods on every change
     (fetch,) = pod["initContainers"]
-    assert fetch["args"][fetch["args"].index("--source") + 1] == "https://models.example/gemma-17.q4km.gguf"
+    assert fetch["args"][1] == "https://models.example/gemma-17.q4km.gguf"
     mount = next(m for m in server["volumeMounts"] if CONFIG_FILE.startswith(m["mountPath"] + "/"))
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert volume["configMap"]["name"] == build_draft_config_map(draft_input)["metadata"]["name"]

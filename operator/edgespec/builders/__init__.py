@@ -14,6 +14,7 @@ from edgespec.builders.drafts import (
 from edgespec.builders.inputs import (
     DeploymentInput,
     DraftServerInput,
+    ModelCache,
     ProfilingJobInput,
     Telemetry,
     VerifierInput,
@@ -37,6 +38,7 @@ from edgespec.builders.verifier import (
 __all__ = [
     "DeploymentInput",
     "DraftServerInput",
+    "ModelCache",
     "Owner",
     "ProfilingJobInput",
     "Telemetry",

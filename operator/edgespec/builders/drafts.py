@@ -32,13 +32,13 @@ from edgespec.builders.naming import (
 from edgespec.builders.podspec import (
     EDGE_COMMAND,
     MODELS_DIR,
-    MODELS_VOLUME,
     TMP_DIR,
     TMP_VOLUME,
     TOKEN_FILE,
     container_security_context,
     fetch_init_container,
     http_probes,
+    model_mounts,
     pod_security_context,
     prometheus_annotations,
     resources,
@@ -119,7 +119,7 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": EDGE_PORT, "protocol": "TCP"}],
         "resources": resources(device_class.resources),
         "volumeMounts": [
-            {"name": MODELS_VOLUME, "mountPath": MODELS_DIR, "readOnly": True},
+            *model_mounts(inp.model_cache),
             {"name": TMP_VOLUME, "mountPath": TMP_DIR},
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             token_mount(),
@@ -155,10 +155,10 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
                     "securityContext": pod_security_context(),
                     "nodeSelector": dict(device_class.node_selector),
                     "tolerations": tolerations(device_class.tolerations),
-                    "initContainers": [fetch_init_container(inp.images, source, DRAFT_FILE)],
+                    "initContainers": [fetch_init_container(inp.images, source, DRAFT_FILE, inp.model_cache)],
                     "containers": [_container(inp)],
                     "volumes": [
-                        *scratch_volumes(),
+                        *scratch_volumes(inp.model_cache),
                         {
                             "name": CONFIG_VOLUME,
                             "configMap": {"name": name, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},

@@ -28,6 +28,22 @@ class WorkloadImages(BaseModel):
     pull_policy: PullPolicy = "IfNotPresent"
 
 
+class ModelCache(BaseModel):
+    """The node-local model cache: a directory on every node (``hostPath``), from the operator's settings.
+
+    Fetch init containers look a model up there first and fill it on a miss; the servers read the
+    model from it. Without one (``None``) every pod fetches its models into its own ``emptyDir``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    host_path: str = Field(
+        min_length=2,
+        pattern=r"^/",
+        description="Absolute directory on each node (chart: modelCache.hostPath).",
+    )
+
+
 class DeploymentInput(BaseModel):
     """What every per-deployment builder needs: who owns the children, the spec, the images."""
 
@@ -36,6 +52,7 @@ class DeploymentInput(BaseModel):
     owner: Owner
     spec: SpeculativeDeploymentSpec
     images: WorkloadImages
+    model_cache: ModelCache | None = Field(default=None, description="None: each pod fetches its own models.")
 
     def device_class(self, name: str) -> DeviceClass:
         for device_class in self.spec.device_classes:

