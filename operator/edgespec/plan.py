@@ -43,13 +43,16 @@ from edgespec.builders import (
     build_profiling_job,
     build_verifier,
 )
+from edgespec.builders.podspec import FETCH_CONTAINER
 from edgespec.configspec import Ranking, rank
 from edgespec.status import (
     NodeInfo,
     ResolvedClass,
+    StuckPod,
     nodes_condition_args,
     resolve_classes,
     set_condition,
+    stuck_message,
     summary,
 )
 
@@ -106,6 +109,14 @@ class Plan:
     profiling_jobs: list[ProfilingJob] = field(default_factory=list)
     requeue_after_s: float | None = None
     """Plan again after this long even if nothing changes: a profile turns stale, a held K is due."""
+
+
+STUCK_REASONS = ("ModelFetchFailed", "PodInitFailed")
+"""Ready=False reasons of pods that cannot start: a model fetch failed, or another init container."""
+
+
+def _stuck_reason(stuck: Sequence[StuckPod]) -> str:
+    return STUCK_REASONS[0] if any(p.container == FETCH_CONTAINER for p in stuck) else STUCK_REASONS[1]
 
 
 def profile_keys(spec: SpeculativeDeploymentSpec) -> list[ProfileKey]:
@@ -183,13 +194,15 @@ def plan_status(
     drafts: Mapping[str, Rollout] | None = None,
     finished_profiling: Mapping[ProfileKey, JobOutcome] | None = None,
     live_samples: Mapping[str, Sequence[LiveSample]] | None = None,
+    stuck_pods: Sequence[StuckPod] = (),
 ) -> Plan:
     """The complete status for one observation of the world, and the events worth posting.
 
     ``finished_profiling``: how the profiling Jobs that finished ended, per key. A key still to
     profile whose Job failed, or completed ``PROFILE_GRACE_S`` ago without a fresh profile appearing,
     counts as failed. ``live_samples``: per class, telemetry pooled since the last plan, folded into
-    its live profile.
+    its live profile. ``stuck_pods``: pods of the verifier and draft servers whose init container
+    failed (a model that cannot be fetched); the Ready condition quotes why and on which node.
     """
     prev = previous or SpeculativeDeploymentStatus()
     conditions: list[Condition] = []
@@ -356,13 +369,19 @@ def plan_status(
         for r in resolved
     ]
     waiting = [n for n in selections if not drafts.get(n, Rollout()).complete]
-    if not verifier.complete:
+    stuck_verifier = [p for p in stuck_pods if p.component == "verifier"]
+    stuck_drafts = [p for p in stuck_pods if p.component == "draft" and p.device_class in waiting]
+    if not verifier.complete and stuck_verifier:
+        cond("Ready", "False", _stuck_reason(stuck_verifier), stuck_message(stuck_verifier))
+    elif not verifier.complete:
         cond(
             "Ready",
             "False",
             "VerifierNotReady",
             f"verifier: {verifier.ready}/{verifier.desired} replicas ready",
         )
+    elif waiting and stuck_drafts:
+        cond("Ready", "False", _stuck_reason(stuck_drafts), stuck_message(stuck_drafts))
     elif not selections or waiting:
         cond(
             "Ready",
@@ -372,6 +391,11 @@ def plan_status(
         )
     else:
         cond("Ready", "True", "AllReady", f"verifier and draft servers of {len(selections)} class(es) ready")
+    ready = conditions[-1]
+    if ready.reason in STUCK_REASONS and ready.message != next(
+        (c.message for c in prev.conditions if c.type == "Ready"), None
+    ):
+        events.append(Event("Warning", ready.reason, ready.message))
     phase: Phase
     if nodes_status != "True":
         phase = "Pending"

@@ -137,3 +137,59 @@ def parse_quantity(value: object) -> int:
         if text.endswith(suffix):
             return int(float(text[: -len(suffix)]) * factor)
     return int(float(text))
+
+
+@dataclass(frozen=True)
+class StuckPod:
+    """A pod whose init container failed, so its server never starts (read from the pod's status).
+
+    ``message`` is the container's termination message: the model fetcher writes there which source
+    it could not fetch and how to fix it (seed the node's model cache, or allow network access).
+    """
+
+    component: str  # verifier or draft (the pod's app.kubernetes.io/component)
+    device_class: str  # the draft's class; empty for the verifier
+    pod: str
+    node: str
+    container: str
+    reason: str
+    message: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> StuckPod | None:
+        """The first failed init container of a pod, or None when no init container has failed."""
+        meta = body.get("metadata", {}) or {}
+        labels = meta.get("labels", {}) or {}
+        status = body.get("status", {}) or {}
+        for container in status.get("initContainerStatuses", []) or []:
+            state = container.get("state", {}) or {}
+            terminated = state.get("terminated")
+            waiting = state.get("waiting") or {}
+            if terminated is None and waiting.get("reason") == "CrashLoopBackOff":
+                terminated = (container.get("lastState", {}) or {}).get("terminated")
+            if not terminated or terminated.get("exitCode", 0) == 0:
+                continue
+            message = (terminated.get("message") or "").strip() or waiting.get("message") or ""
+            return cls(
+                component=labels.get("app.kubernetes.io/component", ""),
+                device_class=labels.get("edgespec.dev/device-class", ""),
+                pod=meta.get("name", ""),
+                node=(body.get("spec", {}) or {}).get("nodeName") or "",
+                container=container.get("name", ""),
+                reason=waiting.get("reason") or terminated.get("reason") or "Error",
+                message=message or f"exit code {terminated.get('exitCode')}",
+            )
+        return None
+
+
+def stuck_message(stuck: Sequence[StuckPod], limit: int = 3) -> str:
+    """Why pods cannot start, one clause per pod (the first ``limit``), each naming its node."""
+    clauses = []
+    for pod in stuck[:limit]:
+        what = "verifier" if pod.component == "verifier" else f"draft server ({pod.device_class})"
+        clauses.append(
+            f"{what} pod {pod.pod} on node {pod.node or '(unscheduled)'}: init container "
+            f"{pod.container} failed ({pod.reason}): {pod.message}"
+        )
+    more = f" (and {len(stuck) - limit} more pods)" if len(stuck) > limit else ""
+    return "; ".join(clauses) + more

@@ -95,7 +95,8 @@ namespace. Every rule says what it is for.
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, list, watch, create, patch, update, delete]
-# Draft and verifier readiness per node for the status (read only).
+# Draft and verifier readiness per node, and why a pod cannot start (its init containers), for the
+# status (read only).
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]

@@ -15,7 +15,7 @@ from lightkube.generic_resource import create_global_resource, create_namespaced
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event as CoreEvent
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from edgespec.api.base import API_VERSION, GROUP, VERSION
@@ -100,3 +100,15 @@ async def read_secret_value(client: AsyncClient, namespace: str, name: str, key:
         raise
     data = secret.data or {}
     return base64.b64decode(data[key]).decode() if key in data else None
+
+
+async def pending_pods(client: AsyncClient, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The Pending pods matching ``labels`` (where a pod waits while an init container fails), as dicts."""
+    API_REQUESTS.labels("list", "pods").inc()
+    selector: dict[str, Any] = dict(labels)
+    return [
+        pod.to_dict()
+        async for pod in client.list(
+            Pod, namespace=namespace, labels=selector, fields={"status.phase": "Pending"}
+        )
+    ]

@@ -21,8 +21,12 @@ from pydantic import ValidationError
 
 from edgespec.adaptation import LiveSample
 from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
+from edgespec.api.profile import label_value
 from edgespec.builders import ModelCache, Owner, Telemetry, WorkloadImages
 from edgespec.builders.naming import (
+    APP_NAME,
+    LABEL_INSTANCE,
+    LABEL_NAME,
     draft_name,
     profiler_cluster_role_binding_name,
     profiling_job_name,
@@ -31,11 +35,17 @@ from edgespec.builders.naming import (
 )
 from edgespec.builders.podspec import TOKEN_KEY
 from edgespec.handlers.cache import Cache, Key
-from edgespec.handlers.kube import apply_manifest, apply_status, post_event, read_secret_value
+from edgespec.handlers.kube import (
+    apply_manifest,
+    apply_status,
+    pending_pods,
+    post_event,
+    read_secret_value,
+)
 from edgespec.handlers.metrics import RECONCILE_SECONDS, RECONCILES, SELECTION_CHANGES
 from edgespec.plan import Event, Plan, Rollout, desired_children, plan_status, profile_keys
 from edgespec.settings import OperatorSettings
-from edgespec.status import NodeInfo, matches, now_utc, set_condition
+from edgespec.status import NodeInfo, StuckPod, matches, now_utc, set_condition
 
 log = logging.getLogger("edgespec.reconcile")
 
@@ -146,6 +156,11 @@ class Reconciler:
             await self._invalid(body, previous, generation, err)
             return
         owner = Owner.from_body(body)
+        verifier = self.cache.workloads.get((namespace, "Deployment", verifier_name(owner)))
+        drafts = {
+            c.name: self.cache.workloads.get((namespace, "DaemonSet", draft_name(owner, c.name)), Rollout())
+            for c in spec.device_classes
+        }
         plan = plan_status(
             spec=spec,
             generation=generation,
@@ -153,13 +168,8 @@ class Reconciler:
             nodes=self._nodes_for(spec),
             profiles=list(self.cache.profiles.values()),
             now=now_utc(),
-            verifier=self.cache.workloads.get((namespace, "Deployment", verifier_name(owner))),
-            drafts={
-                c.name: self.cache.workloads.get(
-                    (namespace, "DaemonSet", draft_name(owner, c.name)), Rollout()
-                )
-                for c in spec.device_classes
-            },
+            verifier=verifier,
+            drafts=drafts,
             finished_profiling={
                 profile_key: outcome
                 for profile_key in profile_keys(spec)
@@ -170,6 +180,7 @@ class Reconciler:
                 )
             },
             live_samples=self._live_samples(key, spec),
+            stuck_pods=await self._stuck_pods(owner, [verifier, *drafts.values()]),
         )
         await self._apply_children(body, spec, plan)
         new = plan.status.to_api()
@@ -190,6 +201,23 @@ class Reconciler:
             if event.reason in ("Selected", "Adapted"):
                 SELECTION_CHANGES.labels(event.reason).inc()
             await self._event(body, event)
+
+    async def _stuck_pods(self, owner: Owner, rollouts: list[Rollout | None]) -> list[StuckPod]:
+        """Pods of the deployment that cannot start because an init container failed.
+
+        Asked of the API server only while a workload is short of ready pods (one list of the
+        deployment's Pending pods), so a settled deployment costs nothing.
+        """
+        if all(r is None or r.complete or r.desired == 0 for r in rollouts):
+            return []
+        labels = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: label_value(owner.name)}
+        try:
+            pods = await pending_pods(self.client, owner.namespace, labels)
+        except ApiError as exc:  # best effort: the status then says less, but still says NotReady
+            log.warning("%s/%s: cannot list pods: %s", owner.namespace, owner.name, exc)
+            return []
+        found = (StuckPod.from_body(pod) for pod in pods)
+        return sorted((p for p in found if p is not None), key=lambda p: (p.component, p.device_class, p.pod))
 
     async def _apply_children(
         self, body: dict[str, Any], spec: SpeculativeDeploymentSpec, plan: Plan
