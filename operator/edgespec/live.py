@@ -19,6 +19,11 @@ TELEMETRY_VERSION = 1
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 
+MAX_ROUNDS = 1_000_000
+"""Verify rounds one report may carry: a server reporting every 30 s would need 33,000 rounds a second."""
+MAX_ROUND_TRIP_S = 60.0
+"""A verify round trip longer than this is a stuck request, not a measurement."""
+
 
 class RoundCounts(BaseModel):
     """Verify rounds run at one K since the last report."""
@@ -26,10 +31,12 @@ class RoundCounts(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: int = Field(ge=1, le=64, description="Speculative length the rounds ran at.")
-    rounds: int = Field(ge=1, description="Verify rounds.")
+    rounds: int = Field(ge=1, le=MAX_ROUNDS, description="Verify rounds.")
     drafted_tokens: int = Field(ge=0, description="Draft tokens sent for verification.")
     accepted_tokens: int = Field(ge=0, description="Draft tokens the verifier accepted.")
-    verify_seconds: float = Field(ge=0.0, description="Summed wall time of the verify round trips, s.")
+    verify_seconds: float = Field(
+        ge=0.0, allow_inf_nan=False, description="Summed wall time of the verify round trips, s."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RoundCounts:
@@ -37,6 +44,8 @@ class RoundCounts(BaseModel):
             raise ValueError("accepted_tokens cannot exceed drafted_tokens")
         if self.drafted_tokens > self.rounds * self.k:
             raise ValueError("drafted_tokens cannot exceed rounds * k")
+        if self.verify_seconds > self.rounds * MAX_ROUND_TRIP_S:
+            raise ValueError(f"verify_seconds: over {MAX_ROUND_TRIP_S:.0f} s a verify round is no round trip")
         return self
 
 

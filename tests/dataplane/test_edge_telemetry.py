@@ -77,7 +77,7 @@ async def test_rounds_reach_the_operator_once_it_listens(
         assert rounds > 0
         await asyncio.sleep(0.6)  # a few pushes into a refused connection
 
-        operator = web.AppRunner(make_app(cache, queue, {KEY: TOKEN}.get))
+        operator = web.AppRunner(make_app(cache, queue, {KEY: TOKEN}))
         await operator.setup()
         await web.TCPSite(operator, "127.0.0.1", port).start()
         pool = await _wait_for_pool(cache, rounds)

@@ -3,8 +3,13 @@
 ``POST /v1/telemetry`` takes a ``TelemetryReport`` with the deployment's verifier token as bearer
 token. The report's counts join the class's pool; once the pool covers ``spec.adaptation.minRounds``
 verify rounds the deployment is queued, and its reconcile folds the pool into the live profile.
-Answers: 202 pooled, 400 malformed JSON, 422 invalid report (naming the field), 401 missing or wrong
-token, 404 unknown deployment or class, 503 token not known yet (the operator just started).
+The bearer token is checked first: 401 for a missing or unknown token (503 while some deployment's
+token is not read yet, right after a start), before the body is even parsed. Then: 400 malformed
+JSON, 422 invalid report (naming the field; non-finite or physically impossible values included),
+403 a report for another deployment than the token's, 404 a class the deployment does not have,
+409 counts for a draft the class is not running (so each class pools at most 64 K values), 202
+pooled. A token is per deployment, so one holder can still report for any class of its own
+deployment; per-pod identity (projected ServiceAccount tokens and TokenReview) is not built yet.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,13 +34,22 @@ from edgespec.live import TELEMETRY_PATH, TelemetryReport
 log = logging.getLogger("edgespec.http")
 
 
+def _running(body: Mapping[str, Any], device_class: str) -> tuple[str, str] | None:
+    """(draft, quantisation) the class runs according to the stored status, if it has a selection."""
+    for cls in (body.get("status") or {}).get("deviceClasses") or []:
+        selection = cls.get("selection") if cls.get("name") == device_class else None
+        if selection:
+            return str(selection.get("draftModel")), str(selection.get("quantization"))
+    return None
+
+
 def _error(status: int, message: str, result: str) -> web.Response:
     TELEMETRY_REPORTS.labels(result).inc()
     return web.json_response({"error": message}, status=status)
 
 
-def make_app(cache: Cache, queue: WorkQueue, token_of: Callable[[Key], str | None]) -> web.Application:
-    """The aiohttp application; ``token_of`` gives a deployment's verifier token once known."""
+def make_app(cache: Cache, queue: WorkQueue, tokens: Mapping[Key, str]) -> web.Application:
+    """The aiohttp application; ``tokens`` holds each deployment's verifier token once known."""
 
     async def metrics(_: web.Request) -> web.Response:
         WORKQUEUE_DEPTH.set(queue.depth)
@@ -45,7 +60,25 @@ def make_app(cache: Cache, queue: WorkQueue, token_of: Callable[[Key], str | Non
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    def holder(authorization: str) -> Key | None:
+        """The deployment whose token this is; every token compared in constant time."""
+        given = authorization.encode()
+        found = None
+        for key, token in list(tokens.items()):
+            if hmac.compare_digest(given, f"Bearer {token}".encode()):
+                found = key
+        return found
+
     async def telemetry(request: web.Request) -> web.Response:
+        # Authentication before anything else: an unknown caller learns nothing, not even whether
+        # a deployment or class exists (answers used to be 404 before the token was checked).
+        key = holder(request.headers.get("Authorization", ""))
+        if key is None:
+            if any(k not in tokens for k in list(cache.deployments)):
+                return _error(503, "the operator has not read every deployment's token yet; retry", "unknown")
+            return _error(
+                401, "missing or wrong bearer token (use the deployment's verifier token)", "unauthorized"
+            )
         try:
             payload = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -56,22 +89,24 @@ def make_app(cache: Cache, queue: WorkQueue, token_of: Callable[[Key], str | Non
             first = err.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "body"
             return _error(422, f"{field}: {first['msg']}", "invalid")
-        key = (report.namespace, report.deployment)
+        if (report.namespace, report.deployment) != key:
+            return _error(403, "this token belongs to another deployment", "unauthorized")
         body = cache.deployments.get(key)
         if body is None:
-            return _error(404, f"no SpeculativeDeployment {report.namespace}/{report.deployment}", "unknown")
+            return _error(404, f"no SpeculativeDeployment {'/'.join(key)}", "unknown")
         spec = body.get("spec") or {}
         if report.device_class not in {c.get("name") for c in spec.get("deviceClasses") or []}:
             return _error(
                 404, f"deviceClass {report.device_class!r} is not a class of {'/'.join(key)}", "unknown"
             )
-        expected = token_of(key)
-        if expected is None:
-            return _error(503, "the operator has not read this deployment's token yet; retry", "unknown")
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+        running = _running(body, report.device_class)
+        if running is not None and running != (report.draft_model, report.quantization):
+            # Only the running draft's counts are pooled: the pool holds at most 64 K values per class.
             return _error(
-                401, "missing or wrong bearer token (use the deployment's verifier token)", "unauthorized"
+                409,
+                f"{report.device_class} runs {running[0]} {running[1]}, not "
+                f"{report.draft_model} {report.quantization}",
+                "invalid",
             )
         adaptation = AdaptationSpec.model_validate(spec.get("adaptation") or {})
         TELEMETRY_REPORTS.labels("accepted").inc()

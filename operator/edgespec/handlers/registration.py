@@ -61,7 +61,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for _worker in range(SETTINGS.workers):
         _TASKS.append(asyncio.create_task(QUEUE.worker(handle)))
     if SETTINGS.metrics_port:
-        app = make_app(CACHE, QUEUE, reconciler.tokens.get)
+        app = make_app(CACHE, QUEUE, reconciler.tokens)
         _RUNNERS.append(await serve(app, SETTINGS.http_host, SETTINGS.metrics_port))
 
 
