@@ -82,13 +82,15 @@ def alpha(alpha_2: float, k: int) -> float:
     return round(alpha_2 * decay, 4)
 
 
-def make_profiles() -> list[EdgeProfile]:
+def make_profiles(k_values: tuple[int, ...] | None = None) -> list[EdgeProfile]:
+    """The illustrative set; ``k_values`` lists alpha at exactly those K for every draft (the
+    generator's own law, no interpolation) instead of the sample file's K = 2..10 (Qwen3: even K)."""
     profiles: list[EdgeProfile] = []
     for device, (bandwidth, overhead_s, base_w, w_per_gb) in DEVICES.items():
         for draft, (family, alpha_2, kv_bytes, sizes) in DRAFTS.items():
             for quant, size in sizes.items():
                 a2 = alpha_2 + (Q8_ACCEPTANCE_BONUS if quant == "Q8_0" else 0.0)
-                ks = K_VALUES if family == "llama" else tuple(k for k in K_VALUES if k % 2 == 0)
+                ks = k_values or (K_VALUES if family == "llama" else tuple(k for k in K_VALUES if k % 2 == 0))
                 spec = EdgeProfileSpec(
                     device_class=device,
                     draft_model=draft,

@@ -35,7 +35,7 @@ from edgespec.configspec import (
     ProfileLoadError,
     Ranking,
     load_profiles,
-    rank,
+    rank_per_target,
 )
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE = 0, 1, 2
@@ -178,7 +178,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="use this fixed T_verify for every profile (the paper uses 0.5) instead of each profile's own",
     )
-    parser.add_argument("--target", metavar="NAME", help="only profiles against this target model")
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        help="rank only the drafts verified by this target model (default: each target separately; "
+        "drafts for different targets are never compared)",
+    )
     parser.add_argument(
         "--device", action="append", metavar="CLASS", help="only these device classes (repeatable)"
     )
@@ -206,9 +211,10 @@ def _objective_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_model(args: argparse.Namespace, objective: Objective | None = None) -> Ranking:
+def _run_model(args: argparse.Namespace, objective: Objective | None = None) -> dict[str, Ranking]:
+    """One ranking per target model (only ``--target``'s when given): targets are never mixed."""
     profiles = load_profiles(args.profiles)
-    return rank(
+    return rank_per_target(
         profiles,
         objective,
         parse_constraints(getattr(args, "constraint", None)),
@@ -266,6 +272,19 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def format_tables(rankings: dict[str, Ranking]) -> str:
+    """The table of each target's ranking, under a header naming the target."""
+    return "\n\n".join(
+        f"== target {target} ({_price(ranking)}): drafts verified by this target only ==\n"
+        + format_table(ranking)
+        for target, ranking in rankings.items()
+    )
+
+
+def _price(ranking: Ranking) -> str:
+    return f"{float(ranking.grid.price_usd_per_million_tokens[0]):.2f} USD per 1M tokens"
+
+
 def format_table(ranking: Ranking) -> str:
     blocks = []
     for device in ranking.grid.device_names:
@@ -306,10 +325,20 @@ def format_table(ranking: Ranking) -> str:
     return "\n\n".join(blocks)
 
 
+def rankings_document(rankings: dict[str, Ranking]) -> dict[str, Any]:
+    """The JSON/YAML output: the objective and constraints, then one ranking per target model."""
+    first = next(iter(rankings.values()))
+    return {
+        "objective": first.objective.to_api(),
+        "constraints": first.constraints.to_api(),
+        "targets": {target: ranking_document(ranking) for target, ranking in rankings.items()},
+    }
+
+
 def ranking_document(ranking: Ranking) -> dict[str, Any]:
     return {
-        "objective": ranking.objective.to_api(),
-        "constraints": ranking.constraints.to_api(),
+        "targetModel": ranking.grid.target_model[0],
+        "priceUsdPerMillionTokens": float(ranking.grid.price_usd_per_million_tokens[0]),
         "kValues": [int(k) for k in ranking.grid.k_values],
         "deviceClasses": {
             device: (
@@ -323,16 +352,17 @@ def ranking_document(ranking: Ranking) -> dict[str, Any]:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    ranking = _run_model(args, parse_objective(args.objective, args.weights))
+    rankings = _run_model(args, parse_objective(args.objective, args.weights))
     if args.output == "json":
-        print(json.dumps(ranking_document(ranking), indent=2))
+        print(json.dumps(rankings_document(rankings), indent=2))
     elif args.output == "yaml":
-        print(yaml.safe_dump(ranking_document(ranking), sort_keys=False), end="")
+        print(yaml.safe_dump(rankings_document(rankings), sort_keys=False), end="")
     else:
-        print(format_table(ranking))
-    for verdict in ranking.infeasible.values():
-        print(f"edgespec rank: {verdict.message}", file=sys.stderr)
-    return EXIT_INFEASIBLE if ranking.infeasible else EXIT_OK
+        print(format_tables(rankings))
+    infeasible = [(t, v) for t, r in rankings.items() for v in r.infeasible.values()]
+    for target, verdict in infeasible:
+        print(f"edgespec rank: target {target}: {verdict.message}", file=sys.stderr)
+    return EXIT_INFEASIBLE if infeasible else EXIT_OK
 
 
 def add_rank_command(subparsers: SubParsers) -> None:
@@ -340,9 +370,11 @@ def add_rank_command(subparsers: SubParsers) -> None:
         "rank",
         help="pick the best (draft, quantisation, K) per device class from profiles",
         description=(
-            "Rank every (draft model, quantisation, target, K) of the given EdgeProfiles per device class "
+            "Rank every (draft model, quantisation, K) of the given EdgeProfiles per device class "
             "with the ConfigSpec model, under an objective and constraints, and print the choice, the best "
-            "configuration of each other draft, the Pareto front and the reason."
+            "configuration of each other draft, the Pareto front and the reason. Drafts verified by "
+            "different target models are never compared: each target is ranked separately (or only "
+            "--target's)."
         ),
         epilog=(
             "examples:\n"
@@ -371,12 +403,13 @@ def add_rank_command(subparsers: SubParsers) -> None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from edgespec.configspec.plotting import write_plots  # matplotlib only here
 
-    ranking_by_objective = {
-        kind: _run_model(args, Objective(kind=kind)) for kind in ("goodput", "cost", "energy")
-    }
-    written = write_plots(ranking_by_objective, Path(args.out))
-    for path in written:
-        print(f"wrote {path}")
+    by_objective = {kind: _run_model(args, Objective(kind=kind)) for kind in ("goodput", "cost", "energy")}
+    targets = list(by_objective["goodput"])
+    out = Path(args.out)
+    for target in targets:
+        where = out if len(targets) == 1 else out / target
+        for path in write_plots({kind: r[target] for kind, r in by_objective.items()}, where):
+            print(f"wrote {path}")
     return EXIT_OK
 
 
@@ -386,7 +419,8 @@ def add_plot_command(subparsers: SubParsers) -> None:
         help="write PNGs of goodput, cost and energy against K, and the Pareto front",
         description=(
             "Write goodput_vs_k.png, cost_vs_k.png, energy_vs_k.png (one panel per device class, one line "
-            "per draft and quantisation, each objective's feasible optimum starred) and pareto.png to --out."
+            "per draft and quantisation, each objective's feasible optimum starred) and pareto.png to --out; "
+            "with profiles for several targets and no --target, one subdirectory per target."
         ),
     )
     _add_model_options(parser)

@@ -23,9 +23,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_rank_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "rank", "--profiles", str(ILLUSTRATIVE), *MEMORY)
     assert code == EXIT_OK, err
-    assert "rpi5: objective goodput; 108 of 126 configurations feasible" in out
+    llama, qwen = out.split("== target qwen3-32b")
+    assert llama.startswith("== target llama-3.1-70b (0.90 USD per 1M tokens)")
+    assert "rpi5: objective goodput; 45 of 54 configurations feasible" in llama
+    assert "rpi5: objective goodput; 35 of 40 configurations feasible" in qwen
     assert "goodput tok/s" in out and "why: Highest goodput on rpi4b" in out
     assert "Pareto front" in out
+    assert "qwen3" not in llama and "llama-3.2" not in qwen  # targets never share a table
 
 
 def test_rank_json_and_yaml_agree(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,8 +42,11 @@ def test_rank_json_and_yaml_agree(capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(out_json)
     assert doc == yaml.safe_load(out_yaml)
     assert doc["objective"] == {"kind": "energy"}
-    assert doc["kValues"] == list(range(2, 11))
-    assert doc["deviceClasses"]["rpi4b"]["choice"]["draftModel"] == "qwen3-0.6b"
+    assert list(doc["targets"]) == ["llama-3.1-70b", "qwen3-32b"]
+    qwen = doc["targets"]["qwen3-32b"]
+    assert qwen["kValues"] == [2, 4, 6, 8, 10] and qwen["priceUsdPerMillionTokens"] == 0.59
+    assert qwen["deviceClasses"]["rpi4b"]["choice"]["draftModel"] == "qwen3-0.6b"
+    assert doc["targets"]["llama-3.1-70b"]["deviceClasses"]["rpi4b"]["choice"]["draftModel"] == "llama-3.2-1b"
 
 
 def test_weighted_with_weights(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +120,7 @@ def test_kubectl_list_is_read(capsys: pytest.CaptureFixture[str], tmp_path: Path
     listed = tmp_path / "list.yaml"
     listed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
     code, out, _ = run(capsys, "rank", "--profiles", str(listed), "-o", "json")
-    assert code == EXIT_OK and len(json.loads(out)["deviceClasses"]) == 3
+    assert code == EXIT_OK and len(json.loads(out)["targets"]["qwen3-32b"]["deviceClasses"]) == 3
 
 
 def test_infeasible_exits_1_and_names_the_constraint(capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,10 +136,15 @@ def test_infeasible_exits_1_and_names_the_constraint(capsys: pytest.CaptureFixtu
 def test_plot_writes_pngs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run(capsys, "plot", "--profiles", str(ILLUSTRATIVE), *MEMORY, "--out", str(tmp_path))
     assert code == EXIT_OK
-    for name in ("goodput_vs_k.png", "cost_vs_k.png", "energy_vs_k.png", "pareto.png"):
-        data = (tmp_path / name).read_bytes()
-        assert data.startswith(b"\x89PNG") and len(data) > 20_000
-        assert name in out
+    for target in ("llama-3.1-70b", "qwen3-32b"):  # one set per target, never mixed
+        for name in ("goodput_vs_k.png", "cost_vs_k.png", "energy_vs_k.png", "pareto.png"):
+            data = (tmp_path / target / name).read_bytes()
+            assert data.startswith(b"\x89PNG") and len(data) > 20_000
+            assert f"{target}/{name}" in out
+    code, out, _ = run(
+        capsys, "plot", "--profiles", str(ILLUSTRATIVE), "--target", "qwen3-32b", "--out", str(tmp_path / "q")
+    )
+    assert code == EXIT_OK and (tmp_path / "q" / "pareto.png").exists()
 
 
 def test_parser_is_extensible() -> None:
@@ -141,14 +153,20 @@ def test_parser_is_extensible() -> None:
     assert "rank" in help_text and "plot" in help_text
 
 
-def test_rank_reproduces_the_papers_k_per_device(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rank_reproduces_the_papers_k_per_device_and_target(capsys: pytest.CaptureFixture[str]) -> None:
     base = ["rank", "--profiles", str(ILLUSTRATIVE), *MEMORY, "--verify-latency", "0.5", "-o", "json"]
     found = {}
     for objective in ("goodput", "cost", "energy"):
         code, out, _ = run(capsys, *base, "--objective", objective)
         assert code == EXIT_OK
-        found[objective] = {d: s["choice"] for d, s in json.loads(out)["deviceClasses"].items()}
-    k = {d: c["k"] for d, c in found["goodput"].items()}
-    assert k["rpi4b"] == 2 and 6 <= k["rpi5"] <= 7 and 8 <= k["jetson-agx-orin"] <= 10
+        targets = json.loads(out)["targets"]
+        found[objective] = {
+            (t, d): s["choice"] for t, doc in targets.items() for d, s in doc["deviceClasses"].items()
+        }
+    k = {key: c["k"] for key, c in found["goodput"].items()}
+    assert k[("qwen3-32b", "rpi4b")] == 2 and k[("qwen3-32b", "rpi5")] == 6
+    assert k[("llama-3.1-70b", "rpi5")] == 2  # the Llama 1B draft is too slow for a longer K
+    assert k[("llama-3.1-70b", "jetson-agx-orin")] == k[("qwen3-32b", "jetson-agx-orin")] == 10
     assert all(c["k"] == 2 and c["draftModel"].endswith("8b") for c in found["cost"].values())
-    assert all(c["k"] == 2 and c["draftModel"] == "qwen3-0.6b" for c in found["energy"].values())
+    smallest = {"llama-3.1-70b": "llama-3.2-1b", "qwen3-32b": "qwen3-0.6b"}
+    assert all(c["k"] == 2 and c["draftModel"] == smallest[t] for (t, _), c in found["energy"].items())

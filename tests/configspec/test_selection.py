@@ -12,7 +12,9 @@ from edgespec.configspec import (
     CONSTRAINT_NAMES,
     InfeasibleError,
     MissingPriceError,
+    MixedTargetsError,
     rank,
+    rank_per_target,
     select,
 )
 from hypothesis import assume, given, settings
@@ -20,17 +22,17 @@ from hypothesis import strategies as st
 
 from .conftest import GIB, PAPER_MEMORY, make_profile
 
-profile_specs = st.builds(
-    make_profile,
-    device_class=st.sampled_from(["rpi4b", "rpi5"]),
-    draft_model=st.sampled_from(["d-small", "d-mid", "d-large"]),
-    quantization=st.sampled_from(["Q4_K_M", "Q8_0"]),
-    draft_tokens_per_s=st.floats(0.5, 200.0),
-    power_watts=st.floats(1.0, 60.0),
-    acceptance=st.just([]),
-    per_token_acceptance=st.floats(0.1, 0.95),
-    memory_bytes=st.integers(100_000_000, 10 * GIB),
-)
+PROFILE_FIELDS = {
+    "device_class": st.sampled_from(["rpi4b", "rpi5"]),
+    "draft_model": st.sampled_from(["d-small", "d-mid", "d-large"]),
+    "quantization": st.sampled_from(["Q4_K_M", "Q8_0"]),
+    "draft_tokens_per_s": st.floats(0.5, 200.0),
+    "power_watts": st.floats(1.0, 60.0),
+    "acceptance": st.just([]),
+    "per_token_acceptance": st.floats(0.1, 0.95),
+    "memory_bytes": st.integers(100_000_000, 10 * GIB),
+}
+profile_specs = st.builds(make_profile, **PROFILE_FIELDS)
 profile_sets = st.lists(
     profile_specs, min_size=1, max_size=8, unique_by=lambda p: (p.device_class, p.draft_model, p.quantization)
 )
@@ -124,7 +126,9 @@ def test_binding_constraint_is_the_one_whose_relaxation_helps() -> None:
 
 
 def test_goodput_choice_runners_up_margin_and_reason(illustrative: list[EdgeProfileSpec]) -> None:
-    selections = select(illustrative, Objective(kind="goodput"), device_memory_bytes=PAPER_MEMORY)
+    selections = select(
+        illustrative, Objective(kind="goodput"), device_memory_bytes=PAPER_MEMORY, target_model="qwen3-32b"
+    )
     rpi5 = selections["rpi5"]
     assert rpi5.choice.draft_model == "qwen3-0.6b"
     assert len(rpi5.runners_up) == 3
@@ -132,15 +136,15 @@ def test_goodput_choice_runners_up_margin_and_reason(illustrative: list[EdgeProf
     assert rpi5.margin is not None and rpi5.margin > 0
     assert rpi5.margin == pytest.approx(rpi5.choice.score / rpi5.runners_up[0].score - 1)
     assert rpi5.next_k is not None and rpi5.next_k.draft_model == rpi5.choice.draft_model
-    assert "Highest goodput on rpi5" in rpi5.reason and "memory 18" in rpi5.reason
-    assert rpi5.excluded_by == {"memory": 18}  # both 8B Q8_0 drafts, 9 K each, do not fit 8 GiB
+    assert "Highest goodput on rpi5" in rpi5.reason and "memory 5" in rpi5.reason
+    assert rpi5.excluded_by == {"memory": 5}  # the Qwen3 8B Q8_0 draft, 5 K, does not fit 8 GiB
     assert len(rpi5.pareto_front) > 1  # no single configuration wins everything
     assert rpi5.choice in rpi5.pareto_front
 
 
 def test_weighted_objective_sits_between_the_extremes(illustrative: list[EdgeProfileSpec]) -> None:
     def choice(objective: Objective) -> float:
-        return select(illustrative, objective, device_memory_bytes=PAPER_MEMORY)[
+        return select(illustrative, objective, device_memory_bytes=PAPER_MEMORY, target_model="qwen3-32b")[
             "rpi5"
         ].choice.goodput_tokens_per_s
 
@@ -151,7 +155,7 @@ def test_weighted_objective_sits_between_the_extremes(illustrative: list[EdgePro
 
 
 def test_memory_unchecked_without_allocatable(illustrative: list[EdgeProfileSpec]) -> None:
-    selection = select(illustrative, Objective(kind="cost"))["rpi4b"]
+    selection = select(illustrative, Objective(kind="cost"), target_model="llama-3.1-70b")["rpi4b"]
     assert selection.memory_budget_bytes is None
     assert "Memory fit not checked" in selection.reason
     assert selection.choice.quantization == "Q8_0"  # 8B Q8_0 would not fit a real 8 GB Pi
@@ -183,15 +187,48 @@ def test_filters_name_what_exists(illustrative: list[EdgeProfileSpec]) -> None:
     with pytest.raises(ValueError, match=r"llama-3\.1-70b"):
         rank(illustrative, target_model="gpt-5")
     with pytest.raises(ValueError, match="rpi5"):
-        rank(illustrative, device_classes=["rpi3"])
+        rank(illustrative, device_classes=["rpi3"], target_model="qwen3-32b")
     only = rank(illustrative, device_classes=["rpi5"], target_model="llama-3.1-70b")
     assert list(only.selections) == ["rpi5"]
     assert only.selections["rpi5"].choice.target_model == "llama-3.1-70b"
 
 
 def test_status_fields_build_the_api_status(illustrative: list[EdgeProfileSpec]) -> None:
-    selection = select(illustrative, device_memory_bytes=PAPER_MEMORY)["jetson-agx-orin"]
+    selection = select(illustrative, device_memory_bytes=PAPER_MEMORY, target_model="llama-3.1-70b")[
+        "jetson-agx-orin"
+    ]
     status = DeviceClassSelection(**selection.status_fields(), selected_at=datetime.now(UTC))
     assert status.k == selection.choice.k
     assert len(status.runners_up) == len(selection.runners_up)
     assert status.to_api()["predictedGoodputTokensPerS"] == selection.choice.goodput_tokens_per_s
+
+
+mixed_profile_sets = st.lists(
+    st.builds(make_profile, **PROFILE_FIELDS, target_model=st.sampled_from(["llama-3.1-70b", "qwen3-32b"])),
+    min_size=1,
+    max_size=10,
+    unique_by=lambda p: (p.device_class, p.draft_model, p.quantization, p.target_model),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(mixed_profile_sets, objectives)
+def test_rank_never_compares_drafts_of_different_targets(
+    profiles: list[EdgeProfileSpec], objective: Objective
+) -> None:
+    """Whatever the mix of targets: one ranking per target, and everything in it is of that target."""
+    targets = {p.target_model for p in profiles}
+    if len(targets) > 1:
+        with pytest.raises(MixedTargetsError, match="--target"):
+            rank(profiles, objective)
+    per_target = rank_per_target(profiles, objective)
+    assert set(per_target) == targets
+    for target, ranking in per_target.items():
+        assert set(ranking.grid.target_model) == {target}
+        for selection in ranking.selections.values():
+            shown = (selection.choice, *selection.runners_up, *selection.pareto_front)
+            assert {c.target_model for c in (*shown, *([selection.next_k] if selection.next_k else []))} == {
+                target
+            }
+            assert f"(target {target})" in selection.reason
+            assert all(f"(target {t})" not in selection.reason for t in targets - {target})

@@ -42,7 +42,15 @@ from edgespec.configspec.metrics import (
     tokens_per_usd,
 )
 from edgespec.configspec.pareto import pareto_mask
-from edgespec.configspec.selection import Ranking, memory_need_bytes, rank, rank_grid, select
+from edgespec.configspec.selection import (
+    MixedTargetsError,
+    Ranking,
+    memory_need_bytes,
+    rank,
+    rank_grid,
+    rank_per_target,
+    select,
+)
 
 __all__ = [
     "ACCEPTANCE_SOURCES",
@@ -54,6 +62,7 @@ __all__ = [
     "Infeasible",
     "InfeasibleError",
     "MissingPriceError",
+    "MixedTargetsError",
     "ProfileGrid",
     "ProfileLoadError",
     "Ranking",
@@ -73,6 +82,7 @@ __all__ = [
     "profiles_from_objects",
     "rank",
     "rank_grid",
+    "rank_per_target",
     "select",
     "tokens_per_usd",
 ]

@@ -17,7 +17,10 @@ from numpy.typing import NDArray
 
 from edgespec.configspec.selection import Ranking
 
-_QUANT_STYLES = ["-", "--", "-.", ":"]
+_QUANT_STYLES: list[Any] = ["-", "--", "-.", (0, (8, 2, 2, 2, 2, 2)), (0, (12, 3)), (0, (4, 1))]
+"""Line styles of quantisations: none is dotted, which marks configurations a constraint rules out."""
+_RULED_OUT: dict[str, Any] = {"color": "0.55", "ls": ":", "lw": 1.0, "marker": "x", "ms": 5, "alpha": 0.8}
+_MAX_K_TICKS = 16
 
 
 def _metric(ranking: Ranking, kind: str) -> tuple[NDArray[np.float64], str, bool]:
@@ -29,17 +32,22 @@ def _metric(ranking: Ranking, kind: str) -> tuple[NDArray[np.float64], str, bool
     return m.joules_per_token, "energy (J per token, log scale)", True
 
 
-def _feasible_rows(ranking: Ranking, device: str) -> NDArray[np.bool_]:
-    """Per row of the device: True when the row's best cell is feasible under the memory constraint."""
-    grid = ranking.grid
-    rows = grid.rows_of(device)
-    selection = ranking.selections.get(device)
-    if selection is None or selection.memory_budget_bytes is None:
-        return np.ones(len(rows), dtype=np.bool_)
-    from edgespec.configspec.selection import memory_need_bytes
+def _feasible_cells(ranking: Ranking, device: str) -> NDArray[np.bool_]:
+    """Per row of the device and K: True when the configuration meets every constraint."""
+    score = ranking.scores.get(device)
+    if score is None:  # nothing feasible on this device
+        return np.zeros((len(ranking.grid.rows_of(device)), len(ranking.grid.k_values)), dtype=np.bool_)
+    return np.asarray(np.isfinite(score), dtype=np.bool_)
 
-    need = memory_need_bytes(grid, ranking.constraints)[rows]
-    return np.asarray(need <= selection.memory_budget_bytes, dtype=np.bool_)
+
+def _k_ticks(ax: Any, ks: NDArray[np.int64]) -> None:
+    """Every K as a tick when they fit; otherwise at most ``_MAX_K_TICKS`` whole-number ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    if len(ks) <= _MAX_K_TICKS:
+        ax.set_xticks(ks)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=_MAX_K_TICKS, integer=True))
 
 
 def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
@@ -55,6 +63,7 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
     written: list[Path] = []
     base = rankings["goodput"]
     grid = base.grid
+    target = grid.target_model[0]
     devices = list(grid.device_names)
     drafts = list(dict.fromkeys(grid.draft_model))
     quants = list(dict.fromkeys(grid.quantization))
@@ -68,25 +77,32 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
     legend_handles += [
         Line2D([], [], color="0.3", marker="*", ls="", ms=9, label="best K of a line"),
         Line2D([], [], color="gold", marker="*", ls="", ms=18, mec="black", label="optimum of the device"),
-        Line2D([], [], color="0.6", ls=":", lw=1, label="ruled out by a constraint"),
+        Line2D([], [], **_RULED_OUT, label="ruled out by a constraint"),
     ]
 
     for kind in ("goodput", "cost", "energy"):
         ranking = rankings[kind]
         values, ylabel, log = _metric(ranking, kind)
         fig, axes = plt.subplots(1, len(devices), figsize=(5.2 * len(devices), 4.6), squeeze=False)
+        # a log axis cannot show 0 J/token: fall back to a linear axis when a value is not positive
+        log = log and bool(np.all(values[np.isfinite(values)] > 0.0))
+        if kind == "energy" and not log:
+            ylabel = "energy (J per token; linear, some values are 0)"
         for ax, device in zip(axes[0], devices, strict=True):
             rows = grid.rows_of(device)
-            fits = _feasible_rows(ranking, device)
+            fits = _feasible_cells(ranking, device)
             for row, ok in zip(rows, fits, strict=True):
                 y = values[row]
                 c = colour[grid.draft_model[row]]
-                if ok:
-                    ax.plot(ks, y, color=c, ls=style[grid.quantization[row]], lw=1.6, marker="o", ms=3)
-                    best = int(np.argmin(y) if kind == "energy" else np.argmax(y))
-                    ax.plot(ks[best], y[best], marker="*", color=c, ms=10, mec="black", mew=0.5, ls="")
-                else:
-                    ax.plot(ks, y, color=c, ls=":", lw=1, alpha=0.45)
+                if not ok.any():
+                    ax.plot(ks, y, **_RULED_OUT)
+                    continue
+                ax.plot(ks, y, color=c, ls=style[grid.quantization[row]], lw=1.6, marker="o", ms=3)
+                if not ok.all():
+                    ax.plot(ks[~ok], y[~ok], **{**_RULED_OUT, "ls": ""})
+                masked = np.where(ok, y, np.inf if kind == "energy" else -np.inf)
+                best = int(np.argmin(masked) if kind == "energy" else np.argmax(masked))
+                ax.plot(ks[best], y[best], marker="*", color=c, ms=10, mec="black", mew=0.5, ls="")
             selection = ranking.selections.get(device)
             if selection is not None:
                 ch = selection.choice
@@ -105,18 +121,24 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
             ax.margins(y=0.08)
             ax.set_xlabel("speculative length K (draft tokens per round)")
             ax.set_ylabel(ylabel)
-            ax.set_xticks(ks)
+            _k_ticks(ax, ks)
             ax.grid(True, alpha=0.3)
         titles = {
             "goodput": "Goodput against K (higher is better)",
             "cost": "Cost efficiency against K (higher is better)",
             "energy": "Edge energy per token against K (lower is better)",
         }
-        fig.suptitle(titles[kind], fontsize=13)
-        fig.legend(handles=legend_handles, loc="lower center", ncol=min(len(legend_handles), 7), fontsize=9)
-        fig.tight_layout(rect=(0, 0.14, 1, 0.95))
+        fig.suptitle(f"{titles[kind]}; drafts verified by {target}", fontsize=13)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
+        fig.legend(
+            handles=legend_handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(len(legend_handles), 6),
+            fontsize=9,
+        )
         path = out_dir / f"{kind}_vs_k.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" grows the canvas to hold the legend
         plt.close(fig)
         written.append(path)
 
@@ -126,10 +148,11 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
     e_low, e_high = float(log_energy.min()), float(log_energy.max())
     for ax, device in zip(axes[0], devices, strict=True):
         selection = base.selections.get(device)
-        rows = grid.rows_of(device)[_feasible_rows(base, device)]
-        g = base.metrics.goodput_tokens_per_s[rows].ravel()
-        cost = base.metrics.tokens_per_usd[rows].ravel() / 1e6
-        e = np.clip(base.metrics.joules_per_token[rows].ravel(), 1e-6, None)
+        cells = _feasible_cells(base, device).ravel()
+        rows = grid.rows_of(device)
+        g = base.metrics.goodput_tokens_per_s[rows].ravel()[cells]
+        cost = base.metrics.tokens_per_usd[rows].ravel()[cells] / 1e6
+        e = np.clip(base.metrics.joules_per_token[rows].ravel()[cells], 1e-6, None)
         scatter = ax.scatter(
             g, cost, c=np.log10(e), cmap="viridis_r", s=14, alpha=0.55, vmin=e_low, vmax=e_high
         )
@@ -158,7 +181,10 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
     if scatter is not None:
         bar = fig.colorbar(scatter, ax=axes[0].tolist(), shrink=0.85, pad=0.01)
         bar.set_label("energy, log10(J per token)")
-    fig.suptitle("Pareto front over goodput, cost and energy (feasible configurations, every K)", fontsize=13)
+    fig.suptitle(
+        f"Pareto front over goodput, cost and energy (feasible configurations, every K); target {target}",
+        fontsize=13,
+    )
     path = out_dir / "pareto.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

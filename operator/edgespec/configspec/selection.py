@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,6 +41,19 @@ from edgespec.configspec.pareto import pareto_mask
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
+
+
+class MixedTargetsError(ValueError):
+    """Profiles against several target models were given to one ranking: drafts verified by different
+    targets produce different text at different prices, so they are never ranked against each other."""
+
+    def __init__(self, targets: Sequence[str]) -> None:
+        self.targets = tuple(targets)
+        super().__init__(
+            f"the profiles are against {len(self.targets)} target models ({', '.join(self.targets)}); "
+            f"drafts for different targets are not comparable: choose one with --target "
+            f"(e.g. --target {self.targets[0]}), or rank each target separately"
+        )
 
 
 @dataclass(frozen=True)
@@ -214,6 +228,9 @@ def rank_grid(
     pareto: bool = True,
 ) -> Ranking:
     """Rank every device class of ``grid``; see ``rank`` for the arguments."""
+    targets = sorted(set(grid.target_model))
+    if len(targets) > 1:
+        raise MixedTargetsError(targets)
     objective = objective or Objective()
     constraints = constraints or Constraints()
     metrics = metrics or compute_metrics(grid)
@@ -387,6 +404,9 @@ def rank(
     - ``k_values``: speculative lengths to consider (default: those the profiles measured).
     - ``verify_latency_s``: a fixed T_verify for every profile (default: each profile's own).
     - ``target_model``/``device_classes``: keep only profiles of that target / those classes.
+
+    Drafts verified by different targets are never compared: with profiles for several targets,
+    ``target_model`` is required (``MixedTargetsError`` otherwise); ``rank_per_target`` ranks each.
     """
     chosen = list(profiles)
     if target_model is not None:
@@ -394,6 +414,10 @@ def rank(
         if not chosen:
             known = sorted({p.target_model for p in profiles})
             raise ValueError(f"no profile has target {target_model!r}; the profiles have: {', '.join(known)}")
+    else:
+        targets = sorted({p.target_model for p in chosen})
+        if len(targets) > 1:
+            raise MixedTargetsError(targets)
     if device_classes is not None:
         wanted = set(device_classes)
         unknown = wanted - {p.device_class for p in chosen}
@@ -413,6 +437,22 @@ def rank(
     return rank_grid(
         grid, objective, constraints, device_memory_bytes=device_memory_bytes, runners_up=runners_up
     )
+
+
+def rank_per_target(
+    profiles: Sequence[EdgeProfileSpec],
+    objective: Objective | None = None,
+    constraints: Constraints | None = None,
+    *,
+    target_model: str | None = None,
+    **options: Any,
+) -> dict[str, Ranking]:
+    """One ``Ranking`` per target model of ``profiles`` (only ``target_model``'s when given), by target
+    name. Keyword options as for ``rank``; no ranking ever holds two targets."""
+    targets = [target_model] if target_model is not None else sorted({p.target_model for p in profiles})
+    return {
+        target: rank(profiles, objective, constraints, target_model=target, **options) for target in targets
+    }
 
 
 def select(
