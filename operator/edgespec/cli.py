@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import ValidationError
@@ -39,6 +41,8 @@ from edgespec.configspec import (
 )
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE = 0, 1, 2
+MAX_K = 64
+"""The longest speculative length the API accepts (``AcceptancePoint.k``)."""
 
 Handler = Callable[[argparse.Namespace], int]
 SubParsers = Any  # argparse's _SubParsersAction is private; typed loosely on purpose
@@ -75,9 +79,32 @@ def _pairs(values: Sequence[str] | None, option: str, example: str) -> list[tupl
 
 def _float(value: str, what: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise UsageError(f"{what}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UsageError(f"{what}: {value!r} is not a finite number; give a plain number such as 0.5")
+    return number
+
+
+def parse_verify_latency(value: str | None) -> float | None:
+    if value is None:
+        return None
+    seconds = _float(value, "--verify-latency")
+    if seconds < 0.0:
+        raise UsageError(f"--verify-latency {value!r}: seconds must be >= 0 (the paper uses 0.5)")
+    return seconds
+
+
+def parse_top(value: str) -> int:
+    """``--top``: runners-up per class, a whole number >= 0."""
+    try:
+        top = int(value)
+    except ValueError:
+        raise UsageError(f"--top {value!r}: give a whole number of runners-up, e.g. --top 3") from None
+    if top < 0:
+        raise UsageError(f"--top {value!r}: the number of runners-up must be >= 0")
+    return top
 
 
 def parse_prices(values: Sequence[str] | None) -> dict[str, float]:
@@ -137,13 +164,15 @@ def parse_k(value: str | None) -> list[int] | None:
     try:
         if "-" in value:
             low, high = (int(v) for v in value.split("-", 1))
+            if low > high:
+                raise UsageError(f"--k {value!r}: the range is empty ({low} > {high}); write {high}-{low}")
             ks = list(range(low, high + 1))
         else:
             ks = [int(v) for v in value.split(",")]
     except ValueError:
         raise UsageError(f"--k {value!r}: use a range (2-10) or a list (2,4,8)") from None
-    if not ks or min(ks) < 1:
-        raise UsageError(f"--k {value!r}: speculative lengths must be >= 1")
+    if not ks or min(ks) < 1 or max(ks) > MAX_K:
+        raise UsageError(f"--k {value!r}: speculative lengths must be between 1 and {MAX_K}")
     return ks
 
 
@@ -174,7 +203,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--verify-latency",
-        type=float,
         metavar="SECONDS",
         help="use this fixed T_verify for every profile (the paper uses 0.5) instead of each profile's own",
     )
@@ -213,18 +241,31 @@ def _objective_options(parser: argparse.ArgumentParser) -> None:
 
 def _run_model(args: argparse.Namespace, objective: Objective | None = None) -> dict[str, Ranking]:
     """One ranking per target model (only ``--target``'s when given): targets are never mixed."""
+    constraints = parse_constraints(getattr(args, "constraint", None))
+    prices = parse_prices(args.price)
+    memory = parse_device_memory(args.device_memory)
+    k_values = parse_k(args.k)
+    verify_latency = parse_verify_latency(args.verify_latency)
+    top = parse_top(args.top) if hasattr(args, "top") else 3
     profiles = load_profiles(args.profiles)
+    classes = sorted({p.device_class for p in profiles})
+    unknown = sorted(set(memory) - set(classes))
+    if unknown:
+        raise UsageError(
+            f"--device-memory {', '.join(unknown)}: no profile has this device class; "
+            f"the profiles have: {', '.join(classes)}"
+        )
     return rank_per_target(
         profiles,
         objective,
-        parse_constraints(getattr(args, "constraint", None)),
-        prices_usd_per_million=parse_prices(args.price),
-        device_memory_bytes=parse_device_memory(args.device_memory),
-        k_values=parse_k(args.k),
-        verify_latency_s=args.verify_latency,
+        constraints,
+        prices_usd_per_million=prices,
+        device_memory_bytes=memory,
+        k_values=k_values,
+        verify_latency_s=verify_latency,
         target_model=args.target,
         device_classes=args.device,
-        runners_up=args.top if hasattr(args, "top") else 3,
+        runners_up=top,
     )
 
 
@@ -388,9 +429,7 @@ def add_rank_command(subparsers: SubParsers) -> None:
     )
     _add_model_options(parser)
     _objective_options(parser)
-    parser.add_argument(
-        "--top", type=int, default=3, metavar="N", help="runners-up to show per class (default 3)"
-    )
+    parser.add_argument("--top", default="3", metavar="N", help="runners-up to show per class (default 3)")
     parser.add_argument(
         "-o", "--output", choices=("table", "json", "yaml"), default="table", help="output format"
     )
@@ -403,12 +442,20 @@ def add_rank_command(subparsers: SubParsers) -> None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from edgespec.configspec.plotting import write_plots  # matplotlib only here
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a directory for the PNG files")
     by_objective = {kind: _run_model(args, Objective(kind=kind)) for kind in ("goodput", "cost", "energy")}
     targets = list(by_objective["goodput"])
-    out = Path(args.out)
     for target in targets:
         where = out if len(targets) == 1 else out / target
-        for path in write_plots({kind: r[target] for kind, r in by_objective.items()}, where):
+        try:
+            written = write_plots({kind: r[target] for kind, r in by_objective.items()}, where)
+        except OSError as exc:
+            raise UsageError(
+                f"--out {out}: cannot write {exc.filename or where}: {exc.strerror or exc}"
+            ) from None
+        for path in written:
             print(f"wrote {path}")
     return EXIT_OK
 
@@ -433,8 +480,15 @@ COMMANDS: list[Callable[[SubParsers], None]] = [add_rank_command, add_plot_comma
 """Registrars of subcommands; each adds its parser and sets ``handler`` (Namespace -> exit code)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is one ``--help`` away), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edgespec",
         description="edgespec: edge-cloud speculative LLM serving. Choose configurations from profiles.",
     )
@@ -449,7 +503,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (``edgespec rank | head -1``): what it wanted was printed; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edgespec {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (UsageError, ProfileLoadError, MissingPriceError, ValueError) as exc:
         print(f"edgespec {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -70,6 +70,7 @@ class ObjectiveWeights(ApiModel):
     """Relative weights of the three objectives; they are normalised to sum to one."""
 
     model_config = ConfigDict(
+        allow_inf_nan=False,
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
@@ -80,7 +81,7 @@ class ObjectiveWeights(ApiModel):
                     "reason": "FieldValueInvalid",
                 }
             ]
-        }
+        },
     )
 
     goodput: float = Field(default=0.0, ge=0.0, le=1000.0, description="Weight of goodput (tokens/s).")
@@ -149,6 +150,8 @@ class Constraints(ApiModel):
     less ``memoryHeadroomFraction``. The need is the profile's measured ``memoryBytes`` when present,
     else the model file size plus ``kvCacheBytes`` plus ``runtimeOverheadBytes``.
     """
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     min_goodput_tokens_per_s: float | None = Field(
         default=None, ge=0.0, le=1e6, description="Least acceptable goodput, tokens/s."

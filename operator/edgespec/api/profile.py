@@ -31,8 +31,15 @@ LABEL_TARGET = "edgespec.dev/target"
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+FINITE = ConfigDict(allow_inf_nan=False)
+"""Profiles are numbers measured or typed by people: NaN and infinity are always mistakes."""
+MAX_SECONDS = 3600.0
+
+
 class AcceptancePoint(ApiModel):
     """Measured acceptance at one speculative length: the fraction of drafted tokens accepted."""
+
+    model_config = FINITE
 
     k: int = Field(ge=1, le=64, description="Speculative length K (draft tokens per round).")
     alpha: float = Field(ge=0.0, le=1.0, description="Fraction of the K drafted tokens accepted.")
@@ -42,17 +49,29 @@ class AcceptancePoint(ApiModel):
 class VerifyLatencyPoint(ApiModel):
     """Measured verification latency (network round trip plus target forward pass) at one K."""
 
+    model_config = FINITE
+
     k: int = Field(ge=1, le=64, description="Speculative length K.")
-    seconds: float = Field(ge=0.0, description="Median wall time of one verify round, seconds.")
+    seconds: float = Field(
+        ge=0.0, le=MAX_SECONDS, description="Median wall time of one verify round, seconds."
+    )
     samples: int = Field(default=0, ge=0, description="Rounds measured.")
 
 
 class VerifyLatency(ApiModel):
     """T_verify(K) = network_rtt_s + fixed_s + per_token_s * K, or the measured points when present."""
 
-    fixed_s: float = Field(default=0.0, ge=0.0, description="Target forward pass cost independent of K, s.")
-    per_token_s: float = Field(default=0.0, ge=0.0, description="Extra target cost per drafted token, s.")
-    network_rtt_s: float = Field(default=0.0, ge=0.0, description="Edge-to-verifier round trip, s.")
+    model_config = FINITE
+
+    fixed_s: float = Field(
+        default=0.0, ge=0.0, le=MAX_SECONDS, description="Target forward pass cost independent of K, s."
+    )
+    per_token_s: float = Field(
+        default=0.0, ge=0.0, le=MAX_SECONDS, description="Extra target cost per drafted token, s."
+    )
+    network_rtt_s: float = Field(
+        default=0.0, ge=0.0, le=MAX_SECONDS, description="Edge-to-verifier round trip, s."
+    )
     measured: list[VerifyLatencyPoint] = Field(
         default_factory=list, description="Measured T_verify per K; preferred over the linear model."
     )
@@ -66,6 +85,7 @@ class EdgeProfileSpec(ApiModel):
     """What was measured, for which (device class, draft, quantisation, target)."""
 
     model_config = ConfigDict(
+        allow_inf_nan=False,
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
@@ -76,15 +96,17 @@ class EdgeProfileSpec(ApiModel):
                     "reason": "FieldValueRequired",
                 },
             ]
-        }
+        },
     )
 
     device_class: Name = Field(description="Device class the profile was measured on (e.g. rpi5).")
     draft_model: Name = Field(description="Draft model name, as in the deployment's draft catalogue.")
     quantization: Name = Field(description="GGUF quantisation of the draft (e.g. Q4_K_M).")
     target_model: Name = Field(description="Target (verifier) model the acceptance was measured against.")
-    draft_tokens_per_s: float = Field(gt=0.0, description="Drafting speed v_d on this device, tokens/s.")
-    power_watts: float = Field(ge=0.0, description="Device power P while drafting, watts.")
+    draft_tokens_per_s: float = Field(
+        gt=0.0, le=1e6, description="Drafting speed v_d on this device, tokens/s."
+    )
+    power_watts: float = Field(ge=0.0, le=1e5, description="Device power P while drafting, watts.")
     power_source: PowerSource = Field(default="nominal", description="Sensor behind power_watts.")
     acceptance: list[AcceptancePoint] = Field(
         default_factory=list, description="Measured alpha(K); missing K are interpolated."

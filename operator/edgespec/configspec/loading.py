@@ -65,12 +65,23 @@ def profiles_from_objects(objects: Iterable[Any], source: str = "<objects>") -> 
     return specs
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what the YAML parser objected to, and where (line and column, 1-based)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = exc.problem or exc.context or "syntax error"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        return f"{where}{what}{context}"
+    return " ".join(str(exc).split())
+
+
 def load_profiles_text(text: str, source: str = "<text>") -> list[EdgeProfileSpec]:
     """Specs of every ``EdgeProfile`` document in a YAML string."""
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
-        raise ProfileLoadError(f"{source}: not valid YAML: {exc}") from None
+        raise ProfileLoadError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
     return profiles_from_objects(documents, source)
 
 
@@ -83,5 +94,9 @@ def load_profiles(paths: Iterable[str | Path]) -> list[EdgeProfileSpec]:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ProfileLoadError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ProfileLoadError(
+                f"{p}: not a text file (byte {exc.start} is not UTF-8); give EdgeProfile YAML files"
+            ) from None
         specs.extend(load_profiles_text(text, str(p)))
     return specs
