@@ -6,5 +6,5 @@ test:        ## lint, type-check and run every test tier (what CI runs)
 	bash hack/test.sh
 demo-stop:   ## stop the demo cluster
 	bash -c 'source hack/env.sh && python -m edgespec_dev.cluster stop --name demo'
-crds:        ## regenerate crds/ from the API types
-	bash -c 'source hack/env.sh && python -m edgespec.api.crdgen'
+crds:        ## regenerate crds/ and docs/api.md from the API types
+	bash -c 'source hack/env.sh && python -m edgespec.api.crdgen && python -m edgespec.api.docgen'

@@ -15,6 +15,7 @@ echo "==> import contract (pure core never imports kopf or a Kubernetes client)"
 lint-imports --no-cache
 echo "==> generated files are up to date"
 python -m edgespec.api.crdgen --check
+python -m edgespec.api.docgen --check
 python hack/make_illustrative_profiles.py --check
 echo "==> pytest"
 python -m pytest -p no:cacheprovider -ra "$@"

@@ -195,6 +195,7 @@ def plan_status(
     finished_profiling: Mapping[ProfileKey, JobOutcome] | None = None,
     live_samples: Mapping[str, Sequence[LiveSample]] | None = None,
     stuck_pods: Sequence[StuckPod] = (),
+    verifier_endpoint: str | None = None,
 ) -> Plan:
     """The complete status for one observation of the world, and the events worth posting.
 
@@ -203,6 +204,7 @@ def plan_status(
     counts as failed. ``live_samples``: per class, telemetry pooled since the last plan, folded into
     its live profile. ``stuck_pods``: pods of the verifier and draft servers whose init container
     failed (a model that cannot be fetched); the Ready condition quotes why and on which node.
+    ``verifier_endpoint``: the verifier Service's URL, reported in the status.
     """
     prev = previous or SpeculativeDeploymentStatus()
     conditions: list[Condition] = []
@@ -414,7 +416,9 @@ def plan_status(
         device_classes=classes,
         profiling=ProfilingStatus(done=len(have), needed=needed, failed=["/".join(k) for k in failed]),
         verifier=VerifierStatus(
-            ready_replicas=verifier.ready, replicas=verifier.desired, endpoint=prev.verifier.endpoint
+            ready_replicas=verifier.ready,
+            replicas=verifier.desired,
+            endpoint=verifier_endpoint or prev.verifier.endpoint,
         ),
         nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
         k_summary=summary((n, s.k) for n, s in selections.items()),

@@ -35,7 +35,10 @@ def test_nodes_resolved_per_class_then_selection_from_profiles(operator: Any) ->
     assert condition(status, "Selected")["status"] == "Unknown"  # every condition set on first visit
 
     table = cluster.kubectl("get", "specdeploy", "-n", "default").stdout
-    assert "PHASE" in table and "OBJECTIVE" in table and "goodput" in table and "rpi4b=2" in table
+    assert "READY" in table and "REASON" in table and "PHASE" in table and "ENDPOINT" in table
+    assert "http://" in table and ".default.svc:" in table  # status.verifier.endpoint, set by the operator
+    wide = cluster.kubectl("get", "specdeploy", "-n", "default", "-o", "wide").stdout
+    assert "OBJECTIVE" in wide and "goodput" in wide and "rpi4b=2" in wide
 
     events = cluster.kubectl(
         "get",

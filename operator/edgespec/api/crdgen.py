@@ -4,13 +4,16 @@ Pydantic's JSON schema is close to, but not, a Kubernetes structural schema. Thi
 differences: ``$ref``s are inlined, ``anyOf [X, null]`` becomes ``nullable``, ``anyOf [integer,
 string]`` becomes ``x-kubernetes-int-or-string``, titles go, ``const`` becomes a one-value enum, and
 Kubernetes markers carried in ``json_schema_extra`` (CEL validations, list types) are kept where
-they belong. ``python -m edgespec.api.crdgen`` writes ``crds/``; a test regenerates and diffs.
+they belong. Descriptions become what ``kubectl explain`` prints: one line of plain prose, so a
+docstring's hard wraps are joined and its reStructuredText literals lose their backticks.
+``python -m edgespec.api.crdgen`` writes ``crds/``; ``--check`` (run by ``make test``) diffs.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,22 @@ import yaml
 from pydantic import BaseModel
 
 from edgespec.api.base import GROUP, VERSION
-from edgespec.api.deployment import SpeculativeDeploymentSpec, SpeculativeDeploymentStatus
-from edgespec.api.profile import EdgeProfileSpec
+from edgespec.api.deployment import (
+    SpeculativeDeployment,
+    SpeculativeDeploymentSpec,
+    SpeculativeDeploymentStatus,
+)
+from edgespec.api.profile import EdgeProfile, EdgeProfileSpec
 
 JsonSchema = dict[str, Any]
 
 _DROP_KEYS = {"title", "examples"}
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def prose(text: str) -> str:
+    """``text`` as one line of plain prose: wraps joined, ``literal`` markup reduced to its text."""
+    return " ".join(_RST_LITERAL.sub(r"\1", text).split())
 
 
 def _resolve(node: Any, defs: dict[str, JsonSchema]) -> Any:
@@ -76,6 +89,8 @@ def _resolve(node: Any, defs: dict[str, JsonSchema]) -> Any:
             out[key] = _resolve(value, defs)
         elif key == "default" and value in ([], {}):
             continue  # an empty default adds noise to every object; absence means the same
+        elif key == "description":
+            out[key] = prose(value)
         else:
             out[key] = _resolve(value, defs) if isinstance(value, dict | list) and key != "enum" else value
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
@@ -93,28 +108,49 @@ def structural_schema(model: type[BaseModel]) -> JsonSchema:
     return resolved
 
 
+# The descriptions every Kubernetes kind gives its envelope fields (as in the built-in types).
+_API_VERSION_DOC = (
+    "APIVersion defines the versioned schema of this representation of an object; servers convert "
+    "recognized schemas to the latest internal value."
+)
+_KIND_DOC = "Kind is a string value representing the REST resource this object represents, in CamelCase."
+_METADATA_DOC = "Standard object metadata: name, namespace, labels, annotations."
+
+
+def _described(schema: JsonSchema, description: str) -> JsonSchema:
+    """``schema`` with ``description`` (the field's) replacing the model docstring's."""
+    return {"description": prose(description), **{k: v for k, v in schema.items() if k != "description"}}
+
+
 def _crd(
     *,
     kind: str,
     plural: str,
     short_names: list[str],
     scope: str,
+    description: str,
     spec_schema: JsonSchema,
     status_schema: JsonSchema | None,
-    columns: list[dict[str, str]],
+    columns: list[dict[str, Any]],
     categories: list[str],
 ) -> dict[str, Any]:
     properties: JsonSchema = {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": {"type": "object"},
+        "apiVersion": {"description": _API_VERSION_DOC, "type": "string"},
+        "kind": {"description": _KIND_DOC, "type": "string"},
+        "metadata": {"description": _METADATA_DOC, "type": "object"},
         "spec": spec_schema,
+    }
+    root = {
+        "description": prose(description),
+        "type": "object",
+        "required": ["spec"],
+        "properties": properties,
     }
     version: dict[str, Any] = {
         "name": VERSION,
         "served": True,
         "storage": True,
-        "schema": {"openAPIV3Schema": {"type": "object", "required": ["spec"], "properties": properties}},
+        "schema": {"openAPIV3Schema": root},
         "additionalPrinterColumns": columns,
     }
     if status_schema is not None:
@@ -140,6 +176,10 @@ def _crd(
     }
 
 
+def _doc(model: type[BaseModel]) -> str:
+    return model.__doc__ or ""
+
+
 def build_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object, for every kind of the API."""
     deployment = _crd(
@@ -147,26 +187,76 @@ def build_crds() -> dict[str, dict[str, Any]]:
         plural="speculativedeployments",
         short_names=["specdeploy", "sd"],
         scope="Namespaced",
-        spec_schema=structural_schema(SpeculativeDeploymentSpec),
-        status_schema=structural_schema(SpeculativeDeploymentStatus),
+        description=_doc(SpeculativeDeployment),
+        spec_schema=_described(
+            structural_schema(SpeculativeDeploymentSpec),
+            "What the user asks for: target, drafts, classes, objective.",
+        ),
+        status_schema=_described(
+            structural_schema(SpeculativeDeploymentStatus),
+            "What the operator observed and chose; written by it.",
+        ),
         categories=["edgespec"],
+        # kubectl get shows readiness and where the verifier listens; -o wide adds the choice per class
         columns=[
-            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Objective", "type": "string", "jsonPath": ".spec.objective.kind"},
-            {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+            {
+                "name": "Ready",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                "description": "Status of the Ready condition",
+            },
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                "description": "Reason of the Ready condition",
+            },
+            {
+                "name": "Phase",
+                "type": "string",
+                "jsonPath": ".status.phase",
+                "description": "Lifecycle phase",
+            },
+            {
+                "name": "Endpoint",
+                "type": "string",
+                "jsonPath": ".status.verifier.endpoint",
+                "description": "URL of the verifier Service",
+            },
+            {
+                "name": "Age",
+                "type": "date",
+                "jsonPath": ".metadata.creationTimestamp",
+                "description": "Time since creation",
+            },
+            {
+                "name": "Objective",
+                "type": "string",
+                "jsonPath": ".spec.objective.kind",
+                "description": "What the selection maximises",
+                "priority": 1,
+            },
+            {
+                "name": "Target",
+                "type": "string",
+                "jsonPath": ".spec.target.name",
+                "description": "Target model",
+                "priority": 1,
+            },
             {
                 "name": "K",
                 "type": "string",
                 "jsonPath": ".status.kSummary",
                 "description": "Chosen K per class",
+                "priority": 1,
             },
             {
                 "name": "Nodes",
                 "type": "string",
                 "jsonPath": ".status.nodesSummary",
                 "description": "Nodes per class",
+                "priority": 1,
             },
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )
     profile = _crd(
@@ -174,17 +264,48 @@ def build_crds() -> dict[str, dict[str, Any]]:
         plural="edgeprofiles",
         short_names=["edgeprof", "ep"],
         scope="Cluster",
-        spec_schema=structural_schema(EdgeProfileSpec),
+        description=_doc(EdgeProfile),
+        spec_schema=_described(structural_schema(EdgeProfileSpec), "What was measured, and for which key."),
         status_schema=None,
         categories=["edgespec"],
         columns=[
-            {"name": "Class", "type": "string", "jsonPath": ".spec.deviceClass"},
-            {"name": "Draft", "type": "string", "jsonPath": ".spec.draftModel"},
-            {"name": "Quant", "type": "string", "jsonPath": ".spec.quantization"},
-            {"name": "Target", "type": "string", "jsonPath": ".spec.targetModel"},
-            {"name": "Tok/s", "type": "number", "jsonPath": ".spec.draftTokensPerS"},
-            {"name": "Watts", "type": "number", "jsonPath": ".spec.powerWatts"},
-            {"name": "Measured", "type": "date", "jsonPath": ".spec.measuredAt"},
+            {
+                "name": "Class",
+                "type": "string",
+                "jsonPath": ".spec.deviceClass",
+                "description": "Device class",
+            },
+            {"name": "Draft", "type": "string", "jsonPath": ".spec.draftModel", "description": "Draft model"},
+            {
+                "name": "Quant",
+                "type": "string",
+                "jsonPath": ".spec.quantization",
+                "description": "Quantisation of the draft",
+            },
+            {
+                "name": "Target",
+                "type": "string",
+                "jsonPath": ".spec.targetModel",
+                "description": "Target model",
+            },
+            {
+                "name": "Tok/s",
+                "type": "number",
+                "jsonPath": ".spec.draftTokensPerS",
+                "description": "Drafting speed, tokens/s",
+            },
+            {
+                "name": "Watts",
+                "type": "number",
+                "jsonPath": ".spec.powerWatts",
+                "description": "Power while drafting, W",
+            },
+            {
+                "name": "Measured",
+                "type": "date",
+                "jsonPath": ".spec.measuredAt",
+                "description": "When measured",
+            },
         ],
     )
     return {

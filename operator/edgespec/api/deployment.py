@@ -66,18 +66,30 @@ class TargetSpec(ApiModel):
 class Toleration(ApiModel):
     """A pod toleration (the core/v1 shape)."""
 
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(
+        default=None, description="Taint key the toleration matches; empty matches every key."
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists matches any value; Equal (the default) matches value."
+    )
+    value: str | None = Field(default=None, description="Taint value to match when operator is Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated before eviction, seconds."
+    )
 
 
 class Resources(ApiModel):
     """Container resource requests and limits (quantities such as ``500m`` or ``2Gi``)."""
 
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Resources the scheduler reserves, e.g. cpu: 500m, memory: 2Gi."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Most the container may use, e.g. memory: 4Gi."
+    )
 
 
 def _gpu_nodes() -> dict[str, str]:
@@ -95,32 +107,53 @@ class VerifierSpec(ApiModel):
         default="vllm", description="vllm on GPU nodes; llamacpp for CPU-only clusters and tests."
     )
     image: str | None = Field(default=None, description="Overrides the operator's default verifier image.")
-    replicas: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=1, le=64, description="Verifier pods behind the verifier Service.")
     gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per verifier pod.")
-    node_selector: dict[str, str] = Field(default_factory=_gpu_nodes)
-    tolerations: list[Toleration] = Field(default_factory=_gpu_tolerations)
-    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(
+        default_factory=_gpu_nodes,
+        description="Labels of the nodes verifier pods may run on; default edgespec.dev/role: verifier.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=_gpu_tolerations,
+        description="Taints verifier pods tolerate; default the nvidia.com/gpu NoSchedule taint.",
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="Verifier container resources (GPUs are set by gpus)."
+    )
     vllm_args: list[str] = Field(
         default_factory=list, description="Extra engine arguments, e.g. --max-model-len=8192."
     )
-    port: int = Field(default=8000, ge=1024, le=65535)
+    port: int = Field(
+        default=8000, ge=1024, le=65535, description="Port of the verifier Service and container (HTTP)."
+    )
 
 
 class DraftQuantization(ApiModel):
     """One quantisation of a draft model and where its GGUF file comes from."""
 
     quantization: str = Field(
-        min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_]+$", description="e.g. Q4_K_M."
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="GGUF quantisation name, e.g. Q4_K_M.",
     )
-    source: ModelSource
+    source: ModelSource = Field(description="Where the GGUF file of this quantisation comes from.")
 
 
 class DraftCandidate(ApiModel):
     """A candidate draft model; it must share the target's tokenizer."""
 
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$",
+        description="Draft model name, as profiles name it, e.g. qwen2.5-0.5b-instruct.",
+    )
     quantizations: list[DraftQuantization] = Field(
-        min_length=1, max_length=16, json_schema_extra=_list_map("quantization")
+        min_length=1,
+        max_length=16,
+        json_schema_extra=_list_map("quantization"),
+        description="Quantisations to consider, each with its GGUF source; unique by quantization.",
     )
 
 
@@ -140,8 +173,8 @@ class SpeculativeLength(ApiModel):
         }
     )
 
-    min: int = Field(default=1, ge=1, le=32)
-    max: int = Field(default=10, ge=1, le=32)
+    min: int = Field(default=1, ge=1, le=32, description="Smallest K considered (draft tokens per round).")
+    max: int = Field(default=10, ge=1, le=32, description="Largest K considered; at least min.")
 
     def values(self) -> list[int]:
         return list(range(self.min, self.max + 1))
@@ -154,7 +187,9 @@ class DeviceClass(ApiModel):
     node_selector: dict[str, str] = Field(
         min_length=1, description="Labels the class's nodes carry, e.g. edgespec.dev/device-class: rpi5."
     )
-    tolerations: list[Toleration] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the class's draft servers and profilers tolerate."
+    )
     resources: Resources = Field(default_factory=Resources, description="Draft server resources.")
     threads: int | None = Field(
         default=None, ge=1, le=256, description="llama.cpp threads; default: all cores."
@@ -170,16 +205,22 @@ class ProfilingSpec(ApiModel):
     max_age: str = Field(
         default="168h", pattern=DURATION, description="Profiles older than this are refreshed."
     )
-    concurrency_per_class: int = Field(default=1, ge=1, le=64)
-    timeout_seconds: int = Field(default=1800, ge=60, le=86400)
-    retries: int = Field(default=2, ge=0, le=10)
+    concurrency_per_class: int = Field(
+        default=1, ge=1, le=64, description="Profiling Jobs run at once on one device class."
+    )
+    timeout_seconds: int = Field(
+        default=1800, ge=60, le=86400, description="Longest one profiling Job may run, seconds."
+    )
+    retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a failed profiling Job (backoffLimit)."
+    )
     prompts_config_map: str | None = Field(default=None, description="ConfigMap holding prompts.jsonl.")
 
 
 class AdaptationSpec(ApiModel):
     """Run-time re-selection from live telemetry (beyond the paper's offline selection)."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Re-choose K from live telemetry; false: profiles only.")
     min_gain: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Relative gain needed to change a choice."
     )
@@ -196,8 +237,13 @@ class AdaptationSpec(ApiModel):
 class DecodingSpec(ApiModel):
     """How tokens are chosen: greedy (exact) or sampling (distribution-preserving)."""
 
-    mode: Literal["greedy", "sample"] = "greedy"
-    temperature: float = Field(default=1.0, gt=0.0, le=10.0)
+    mode: Literal["greedy", "sample"] = Field(
+        default="greedy",
+        description="greedy: the target's own greedy output; sample: speculative sampling at temperature.",
+    )
+    temperature: float = Field(
+        default=1.0, gt=0.0, le=10.0, description="Sampling temperature (mode sample only)."
+    )
 
 
 class SpeculativeDeploymentSpec(ApiModel):
@@ -225,18 +271,38 @@ class SpeculativeDeploymentSpec(ApiModel):
         }
     )
 
-    target: TargetSpec
-    verifier: VerifierSpec = Field(default_factory=VerifierSpec)
-    drafts: list[DraftCandidate] = Field(min_length=1, max_length=32, json_schema_extra=_list_map("name"))
-    speculative_length: SpeculativeLength = Field(default_factory=SpeculativeLength)
-    device_classes: list[DeviceClass] = Field(
-        min_length=1, max_length=32, json_schema_extra=_list_map("name")
+    target: TargetSpec = Field(description="The target (verifier) model and its price.")
+    verifier: VerifierSpec = Field(default_factory=VerifierSpec, description="How the cloud verifier runs.")
+    drafts: list[DraftCandidate] = Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra=_list_map("name"),
+        description="Candidate draft models, unique by name; each must share the target's tokenizer.",
     )
-    objective: Objective = Field(default_factory=Objective)
-    constraints: Constraints = Field(default_factory=Constraints)
-    decoding: DecodingSpec = Field(default_factory=DecodingSpec)
-    profiling: ProfilingSpec = Field(default_factory=ProfilingSpec)
-    adaptation: AdaptationSpec = Field(default_factory=AdaptationSpec)
+    speculative_length: SpeculativeLength = Field(
+        default_factory=SpeculativeLength, description="Range of speculative lengths K to choose from."
+    )
+    device_classes: list[DeviceClass] = Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra=_list_map("name"),
+        description="Classes of edge devices, unique by name; each gets its own configuration.",
+    )
+    objective: Objective = Field(
+        default_factory=Objective, description="What the selection maximises for each device class."
+    )
+    constraints: Constraints = Field(
+        default_factory=Constraints, description="Limits every chosen configuration must respect."
+    )
+    decoding: DecodingSpec = Field(
+        default_factory=DecodingSpec, description="Greedy (exact) or sampling decoding."
+    )
+    profiling: ProfilingSpec = Field(
+        default_factory=ProfilingSpec, description="When and how device classes are profiled."
+    )
+    adaptation: AdaptationSpec = Field(
+        default_factory=AdaptationSpec, description="Run-time re-selection of K from live telemetry."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> SpeculativeDeploymentSpec:
@@ -257,35 +323,47 @@ class SpeculativeDeploymentSpec(ApiModel):
 class Condition(ApiModel):
     """A condition shaped exactly like metav1.Condition."""
 
-    type: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = Field(default="", max_length=32768)
-    observed_generation: int | None = Field(default=None, ge=0)
-    last_transition_time: datetime
+    type: str = Field(
+        pattern=r"^[A-Z][A-Za-z0-9]*$",
+        description="Condition type: NodesResolved, Profiled, Selected, Ready, or SpecValid (spec unusable).",
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Why the condition is as it is, one CamelCase word.",
+    )
+    message: str = Field(default="", max_length=32768, description="What happened, for humans.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The spec generation the condition was computed from."
+    )
+    last_transition_time: datetime = Field(description="When status last changed (RFC 3339).")
 
 
 class ConfigChoice(ApiModel):
     """One configuration (M, Q, K) with its predicted metrics."""
 
-    draft_model: str
-    quantization: str
-    k: int
-    predicted_goodput_tokens_per_s: float
-    predicted_tokens_per_usd: float
-    predicted_joules_per_token: float
+    draft_model: str = Field(description="Draft model name.")
+    quantization: str = Field(description="GGUF quantisation of the draft.")
+    k: int = Field(description="Speculative length K (draft tokens per round).")
+    predicted_goodput_tokens_per_s: float = Field(description="Predicted committed tokens per second.")
+    predicted_tokens_per_usd: float = Field(description="Predicted committed tokens per USD of verification.")
+    predicted_joules_per_token: float = Field(
+        description="Predicted edge-device energy per committed token, J."
+    )
     acceptance_source: str | None = Field(default=None, description="measured, interpolated or geometric.")
 
 
 class DeviceClassSelection(ConfigChoice):
     """The chosen configuration of a device class, why, and what came next."""
 
-    reason: str = ""
+    reason: str = Field(default="", description="Why this configuration was chosen, for humans.")
     margin: float | None = Field(
         default=None, description="Relative lead over the runner-up on the objective."
     )
-    runners_up: list[ConfigChoice] = Field(default_factory=list)
-    selected_at: datetime | None = None
+    runners_up: list[ConfigChoice] = Field(
+        default_factory=list, description="The next best feasible configurations, best first."
+    )
+    selected_at: datetime | None = Field(default=None, description="When the choice was made (RFC 3339).")
     basis: str | None = Field(
         default=None,
         description="Digest of the inputs of the offline selection; K adapts with hysteresis while it holds.",
@@ -298,7 +376,7 @@ class DeviceClassSelection(ConfigChoice):
 class LivePoint(ApiModel):
     """Live telemetry at one K: exponentially weighted averages over the reports folded so far."""
 
-    k: int = Field(ge=1, le=64)
+    k: int = Field(ge=1, le=64, description="Speculative length K the averages were measured at.")
     alpha: float = Field(ge=0.0, le=1.0, description="Fraction of drafted tokens the verifier accepted.")
     verify_seconds: float | None = Field(default=None, ge=0.0, description="Verify round trip, seconds.")
     rounds: int = Field(default=0, ge=0, description="Verify rounds behind the averages.")
@@ -307,35 +385,50 @@ class LivePoint(ApiModel):
 class LiveTelemetry(ApiModel):
     """What the draft servers of a class reported of the running configuration."""
 
-    draft_model: str
-    quantization: str
-    points: list[LivePoint] = Field(default_factory=list, json_schema_extra=_list_map("k"))
-    updated_at: datetime | None = None
+    draft_model: str = Field(description="Draft model the telemetry was measured with.")
+    quantization: str = Field(description="Quantisation the telemetry was measured with.")
+    points: list[LivePoint] = Field(
+        default_factory=list,
+        json_schema_extra=_list_map("k"),
+        description="Live averages per K, unique by k.",
+    )
+    updated_at: datetime | None = Field(
+        default=None, description="When a report was last folded in (RFC 3339)."
+    )
 
 
 class DeviceClassStatus(ApiModel):
     """What the operator knows of one device class."""
 
-    name: str
+    name: str = Field(description="Device class name, as in spec.deviceClasses.")
     nodes: int = Field(default=0, ge=0, description="Nodes matching the class's selector.")
-    ready_nodes: int = Field(default=0, ge=0)
-    ready_drafts: int = Field(default=0, ge=0)
-    selection: DeviceClassSelection | None = None
+    ready_nodes: int = Field(default=0, ge=0, description="Matching nodes that are Ready.")
+    ready_drafts: int = Field(default=0, ge=0, description="Draft server pods of the class that are ready.")
+    selection: DeviceClassSelection | None = Field(
+        default=None, description="The chosen configuration; absent until profiles allow a choice."
+    )
     live: LiveTelemetry | None = Field(default=None, description="Run-time telemetry folded into the choice.")
 
 
 class ProfilingStatus(ApiModel):
     """Progress of profiling: profiles present of those needed."""
 
-    done: int = 0
-    needed: int = 0
-    failed: list[str] = Field(default_factory=list)
+    done: int = Field(default=0, description="Profiles present.")
+    needed: int = Field(default=0, description="Profiles needed: classes times draft quantisations.")
+    failed: list[str] = Field(
+        default_factory=list, description="Profiles whose Job failed, as class/draft/quantization."
+    )
 
 
 class VerifierStatus(ApiModel):
-    ready_replicas: int = 0
-    replicas: int = 0
-    endpoint: str | None = None
+    """The verifier's rollout and where to reach it."""
+
+    ready_replicas: int = Field(default=0, description="Verifier pods ready.")
+    replicas: int = Field(default=0, description="Verifier pods desired.")
+    endpoint: str | None = Field(
+        default=None,
+        description="URL of the verifier Service inside the cluster, e.g. http://NAME.NS.svc:8000.",
+    )
 
 
 class SpeculativeDeploymentStatus(ApiModel):
@@ -343,18 +436,35 @@ class SpeculativeDeploymentStatus(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    phase: Phase = "Pending"
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_list_map("type"))
-    device_classes: list[DeviceClassStatus] = Field(default_factory=list, json_schema_extra=_list_map("name"))
-    profiling: ProfilingStatus = Field(default_factory=ProfilingStatus)
-    verifier: VerifierStatus = Field(default_factory=VerifierStatus)
+    phase: Phase = Field(
+        default="Pending",
+        description="Pending, Profiling, Selecting, Deploying, Ready or Degraded; follows the conditions.",
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this status was computed from."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra=_list_map("type"),
+        description="NodesResolved, Profiled, Selected and Ready, shaped like metav1.Condition.",
+    )
+    device_classes: list[DeviceClassStatus] = Field(
+        default_factory=list, json_schema_extra=_list_map("name"), description="What is known of each class."
+    )
+    profiling: ProfilingStatus = Field(default_factory=ProfilingStatus, description="Profiling progress.")
+    verifier: VerifierStatus = Field(
+        default_factory=VerifierStatus, description="The verifier's rollout and URL."
+    )
     nodes_summary: str = Field(default="", description="Nodes per class, for printer columns (rpi5=2,...).")
     k_summary: str = Field(default="", description="Chosen K per class, for printer columns (rpi5=6,...).")
 
 
 class SpeculativeDeployment(ApiModel):
-    """The namespaced ``SpeculativeDeployment`` resource."""
+    """One edge-cloud speculative LLM service: a cloud verifier, and draft servers on device classes.
+
+    The operator profiles each class, chooses its draft, quantisation and K, and keeps K right from
+    live telemetry (a namespaced resource).
+    """
 
     model_config = ConfigDict(extra="ignore")
 

@@ -151,7 +151,11 @@ class ObjectMeta(ApiModel):
 
 
 class EdgeProfile(ApiModel):
-    """The cluster-scoped ``EdgeProfile`` resource."""
+    """A measured profile of a draft model on a device class against a target (cluster-scoped).
+
+    It holds drafting speed, power, acceptance per K and verification latency; profiling Jobs write
+    them and users may apply their own.
+    """
 
     model_config = ConfigDict(extra="ignore")
 

@@ -32,6 +32,7 @@ from edgespec.builders.naming import (
     profiling_job_name,
     verifier_name,
     verifier_secret_name,
+    verifier_url,
 )
 from edgespec.builders.podspec import TOKEN_KEY
 from edgespec.handlers.cache import Cache, Key
@@ -181,6 +182,7 @@ class Reconciler:
             },
             live_samples=self._live_samples(key, spec),
             stuck_pods=await self._stuck_pods(owner, [verifier, *drafts.values()]),
+            verifier_endpoint=verifier_url(owner, spec.verifier.port),
         )
         await self._apply_children(body, spec, plan)
         new = plan.status.to_api()
