@@ -281,6 +281,7 @@ def decide(
         k_values=spec.speculative_length.values(),
         target_model=spec.target.name,
         device_classes=[device_class],
+        assume_fits=True,  # as the offline selection does
     )
     selection = ranking.selections.get(device_class)
     if selection is None:

@@ -215,6 +215,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", action="append", metavar="CLASS", help="only these device classes (repeatable)"
     )
+    parser.add_argument(
+        "--assume-fits",
+        action="store_true",
+        help="with --device-memory: let a draft whose profile gives no memory figures count as fitting "
+        "(default: an unknown need is infeasible)",
+    )
 
 
 def _objective_options(parser: argparse.ArgumentParser) -> None:
@@ -266,6 +272,7 @@ def _run_model(args: argparse.Namespace, objective: Objective | None = None) -> 
         target_model=args.target,
         device_classes=args.device,
         runners_up=top,
+        assume_fits=args.assume_fits,
     )
 
 
@@ -273,7 +280,7 @@ def _run_model(args: argparse.Namespace, objective: Objective | None = None) -> 
 
 
 def _row(mark: str, c: Candidate) -> list[str]:
-    memory = "?" if c.memory_need_bytes is None else f"{c.memory_need_bytes / 1024**3:.2f}"
+    memory = "unknown" if c.memory_need_bytes is None else f"{c.memory_need_bytes / 1024**3:.2f}"
     return [
         mark,
         c.draft_model,
@@ -287,6 +294,7 @@ def _row(mark: str, c: Candidate) -> list[str]:
         f"{c.alpha:.3f}",
         c.acceptance_source,
         memory,
+        c.origin,
     ]
 
 
@@ -303,6 +311,7 @@ _HEADER = [
     "alpha",
     "alpha source",
     "mem GiB",
+    "profile origin",
 ]
 
 
@@ -341,6 +350,7 @@ def format_table(ranking: Ranking) -> str:
             "memory not checked"
             if s.memory_budget_bytes is None
             else f"memory budget {s.memory_budget_bytes / 1024**3:.2f} GiB"
+            + (" (choice's need unknown, assumed to fit: --assume-fits)" if s.memory_assumed else "")
         )
         lines = [
             f"{device}: objective {s.objective}; {s.feasible} of {s.configurations} configurations feasible; "

@@ -473,6 +473,7 @@ def _ranked(
         k_values=spec.speculative_length.values(),
         target_model=spec.target.name,
         device_classes=classes,
+        assume_fits=True,  # nodes report memory, profiles may not: the status says when it was assumed
     )
     bases = {
         c: selection_basis(spec, [p for p in usable if p.device_class == c], memory.get(c)) for c in classes

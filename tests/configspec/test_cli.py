@@ -170,3 +170,19 @@ def test_rank_reproduces_the_papers_k_per_device_and_target(capsys: pytest.Captu
     assert all(c["k"] == 2 and c["draftModel"].endswith("8b") for c in found["cost"].values())
     smallest = {"llama-3.1-70b": "llama-3.2-1b", "qwen3-32b": "qwen3-0.6b"}
     assert all(c["k"] == 2 and c["draftModel"] == smallest[t] for (t, _), c in found["energy"].items())
+
+
+def test_unknown_memory_and_origin_in_the_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    doc = list(yaml.safe_load_all(ILLUSTRATIVE.read_text()))[1]
+    for field in ("memoryBytes", "modelSizeBytes", "origin"):
+        del doc["spec"][field]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(doc))
+    args = ["rank", "--profiles", str(bare), "--device-memory", "rpi4b=100Mi"]
+    code, out, err = run(capsys, *args)
+    assert code == EXIT_INFEASIBLE and "--assume-fits" in err
+    code, out, err = run(capsys, *args, "--assume-fits")
+    assert code == EXIT_OK, err
+    header, first = out.splitlines()[2:4]
+    assert "profile origin" in header and first.rstrip().endswith("unknown  unknown")
+    assert "assumed to fit" in out

@@ -232,3 +232,31 @@ def test_rank_never_compares_drafts_of_different_targets(
             }
             assert f"(target {target})" in selection.reason
             assert all(f"(target {t})" not in selection.reason for t in targets - {target})
+
+
+def test_unknown_memory_is_infeasible_under_a_budget_unless_assumed() -> None:
+    unknown = make_profile(memory_bytes=0, model_size_bytes=0)
+    budget = {"rpi5": 100 * 1024**2}  # 100 MiB: nothing real fits
+    with pytest.raises(InfeasibleError) as info:
+        select([unknown], device_memory_bytes=budget)
+    message = str(info.value)
+    assert "memory (need unknown)" in message and "--assume-fits" in message
+    assert "smallest memory need" not in message  # no made-up need of 0 bytes
+    assumed = select([unknown], device_memory_bytes=budget, assume_fits=True)["rpi5"]
+    assert assumed.memory_assumed and assumed.choice.memory_need_bytes is None
+    assert "unknown" in assumed.reason and "assumed to fit the 0.09 GiB budget" in assumed.reason
+    # without a budget nothing is assumed, and the reason says memory was not checked
+    unchecked = select([unknown])["rpi5"]
+    assert not unchecked.memory_assumed and "Memory fit not checked" in unchecked.reason
+
+
+def test_origin_is_carried_and_absent_means_unknown(illustrative: list[EdgeProfileSpec]) -> None:
+    assert make_profile().origin is None
+    selection = select([make_profile()])["rpi5"]
+    assert selection.choice.origin == "unknown" and "origin unknown" in selection.reason
+    assert select([make_profile(origin="measured")])["rpi5"].choice.origin == "measured"
+    paper = select(illustrative, target_model="qwen3-32b")["rpi5"]
+    assert paper.choice.origin == "illustrative" and "The profile is illustrative" in paper.reason
+    status = DeviceClassSelection(**paper.status_fields(), selected_at=datetime.now(UTC))
+    assert status.to_api()["origin"] == "illustrative"
+    assert all(r.origin == "illustrative" for r in status.runners_up)

@@ -351,6 +351,10 @@ class ConfigChoice(ApiModel):
         description="Predicted edge-device energy per committed token, J."
     )
     acceptance_source: str | None = Field(default=None, description="measured, interpolated or geometric.")
+    origin: str | None = Field(
+        default=None,
+        description="Origin of the profile behind it: measured, imported, illustrative or unknown.",
+    )
 
 
 class DeviceClassSelection(ConfigChoice):
@@ -362,6 +366,10 @@ class DeviceClassSelection(ConfigChoice):
     )
     runners_up: list[ConfigChoice] = Field(
         default_factory=list, description="The next best feasible configurations, best first."
+    )
+    memory_assumed: bool = Field(
+        default=False,
+        description="The draft's profile gives no memory need: it was assumed to fit the nodes' memory.",
     )
     selected_at: datetime | None = Field(default=None, description="When the choice was made (RFC 3339).")
     basis: str | None = Field(

@@ -126,7 +126,10 @@ class EdgeProfileSpec(ApiModel):
     measured_at: datetime | None = Field(
         default=None, description="When the profile was measured (RFC 3339)."
     )
-    origin: ProfileOrigin = Field(default="measured", description="measured, imported or illustrative.")
+    origin: ProfileOrigin | None = Field(
+        default=None,
+        description="measured, imported or illustrative; absent means unknown (never taken as measured).",
+    )
     notes: str | None = Field(default=None, max_length=4096, description="Free text: how it was obtained.")
 
     @model_validator(mode="after")

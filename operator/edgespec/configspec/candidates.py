@@ -47,6 +47,8 @@ class Candidate:
     """Bytes the draft needs on the node; None when the profile gives neither memory nor model size."""
     score: float
     """The objective's score, higher is better (goodput, tokens per USD, tokens per joule, or weighted)."""
+    origin: str = "unknown"
+    """The profile's origin: measured, imported, illustrative, or unknown when it does not say."""
 
     @property
     def usd_per_million_tokens(self) -> float:
@@ -66,6 +68,7 @@ class Candidate:
             "predicted_tokens_per_usd": self.tokens_per_usd,
             "predicted_joules_per_token": self.joules_per_token,
             "acceptance_source": self.acceptance_source,
+            "origin": self.origin,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class Candidate:
             "verifyLatencyS": self.verify_latency_s,
             "priceUsdPerMillionTokens": self.price_usd_per_million_tokens,
             "memoryNeedBytes": self.memory_need_bytes,
+            "origin": self.origin,
             "score": self.score,
         }
 
@@ -112,11 +116,14 @@ class Selection:
     """Configurations failing each constraint (one may fail several)."""
     memory_budget_bytes: int | None = None
     """Allocatable memory less headroom; None when the device's memory was not given."""
+    memory_assumed: bool = False
+    """A memory budget was given but the choice's need is unknown: it was assumed to fit."""
 
     def status_fields(self) -> dict[str, Any]:
         """Keyword arguments of the API's ``DeviceClassSelection`` (all but ``selected_at``)."""
         return {
             **self.choice.choice_fields(),
+            "memory_assumed": self.memory_assumed,
             "reason": self.reason,
             "margin": self.margin,
             "runners_up": [c.choice_fields() for c in self.runners_up],
@@ -136,6 +143,7 @@ class Selection:
             "feasible": self.feasible,
             "excludedBy": dict(self.excluded_by),
             "memoryBudgetBytes": self.memory_budget_bytes,
+            "memoryAssumed": self.memory_assumed,
         }
 
 

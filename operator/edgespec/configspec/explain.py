@@ -96,6 +96,7 @@ def selection_reason(
     excluded_by: Mapping[str, int],
     feasible: int,
     memory_checked: bool,
+    memory_budget: float | None = None,
 ) -> str:
     """Why ``choice`` won on its device class, in a few sentences."""
     parts = [
@@ -127,7 +128,23 @@ def selection_reason(
         parts.append(f"{excluded} of {configurations} configurations ruled out ({detail}).")
     if not memory_checked:
         parts.append(f"Memory fit not checked: no allocatable memory given for {choice.device_class}.")
+    elif choice.memory_need_bytes is None:
+        budget = f" the {gib(memory_budget)} budget" if memory_budget is not None else " the memory budget"
+        parts.append(
+            f"Memory need of {choice.draft_model} {choice.quantization} is unknown (its profile has neither "
+            f"memoryBytes nor modelSizeBytes): assumed to fit{budget}."
+        )
+    parts.append(origin_sentence(choice.origin))
     return " ".join(p for p in parts if p)
+
+
+def origin_sentence(origin: str) -> str:
+    """What the profile behind a prediction is; empty for a measured one."""
+    if origin == "measured":
+        return ""
+    if origin == "unknown":
+        return "The profile does not say how it was obtained (origin unknown), so it may not be measured."
+    return f"The profile is {origin}, not measured on this device."
 
 
 def _ratio(best_joules: float, joules: float) -> float:
@@ -177,14 +194,25 @@ def infeasible_message(
         text += f"; keeping the other constraints, {reachable_phrase(binding, reachable)}"
     if jointly_with:
         text += f"; relaxing it alone is not enough, {', '.join(jointly_with)} also bind"
-    missed = ", ".join(f"{name} by {v:.0%}" for name, v in violations.items() if v > 0.0)
+    unknown_memory = binding == CONSTRAINT_MEMORY and closest.memory_need_bytes is None
+    missed = ", ".join(
+        "memory (need unknown)" if name == CONSTRAINT_MEMORY and unknown_memory else f"{name} by {v:.0%}"
+        for name, v in violations.items()
+        if v > 0.0
+    )
     text += (
         f". Closest configuration: {closest.draft_model} {closest.quantization} "
         f"(target {closest.target_model}) "
         f"K={closest.k} ({metrics_phrase(closest)}"
         + (f", needs {gib(closest.memory_need_bytes)}" if closest.memory_need_bytes else "")
-        + f"), missing {missed}. Relax {binding}"
-        + (" or give the device more memory" if binding == CONSTRAINT_MEMORY else "")
-        + ", or profile other drafts."
+        + f"), missing {missed}. "
+        + (
+            "Its profile has neither memoryBytes nor modelSizeBytes: add them to the EdgeProfile, or "
+            "accept the risk with --assume-fits."
+            if unknown_memory
+            else f"Relax {binding}"
+            + (" or give the device more memory" if binding == CONSTRAINT_MEMORY else "")
+            + ", or profile other drafts."
+        )
     )
     return text

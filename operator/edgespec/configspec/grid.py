@@ -104,6 +104,8 @@ class ProfileGrid:
     acceptance_source: NDArray[np.int8]
     """Per cell, an index into ``ACCEPTANCE_SOURCES``."""
     verify_latency_s: FloatArray
+    origin: tuple[str, ...] = ()
+    """Per row, the profile's origin (measured, imported, illustrative; unknown when absent)."""
     device_names: tuple[str, ...] = field(init=False)
     device_index: NDArray[np.intp] = field(init=False)
 
@@ -112,6 +114,8 @@ class ProfileGrid:
         object.__setattr__(self, "device_names", tuple(str(n) for n in names))
         object.__setattr__(self, "device_index", np.asarray(index, dtype=np.intp).reshape(-1))
         n, nk = len(self.device_class), len(self.k_values)
+        if not self.origin:
+            object.__setattr__(self, "origin", ("unknown",) * n)
         for name in ("alpha", "acceptance_source", "verify_latency_s"):
             if getattr(self, name).shape != (n, nk):
                 raise ValueError(f"ProfileGrid.{name} must have shape ({n}, {nk})")
@@ -203,4 +207,5 @@ def build_grid(
         alpha=alphas,
         acceptance_source=sources,
         verify_latency_s=latencies,
+        origin=tuple(s.origin or "unknown" for s in profiles),
     )

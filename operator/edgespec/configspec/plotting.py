@@ -64,6 +64,7 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
     base = rankings["goodput"]
     grid = base.grid
     target = grid.target_model[0]
+    origins = ", ".join(sorted(set(grid.origin)))
     devices = list(grid.device_names)
     drafts = list(dict.fromkeys(grid.draft_model))
     quants = list(dict.fromkeys(grid.quantization))
@@ -128,7 +129,7 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
             "cost": "Cost efficiency against K (higher is better)",
             "energy": "Edge energy per token against K (lower is better)",
         }
-        fig.suptitle(f"{titles[kind]}; drafts verified by {target}", fontsize=13)
+        fig.suptitle(f"{titles[kind]}; drafts verified by {target}; profiles: {origins}", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.95))
         fig.legend(
             handles=legend_handles,
@@ -182,7 +183,8 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
         bar = fig.colorbar(scatter, ax=axes[0].tolist(), shrink=0.85, pad=0.01)
         bar.set_label("energy, log10(J per token)")
     fig.suptitle(
-        f"Pareto front over goodput, cost and energy (feasible configurations, every K); target {target}",
+        f"Pareto front over goodput, cost and energy (feasible configurations, every K); target {target}; "
+        f"profiles: {origins}",
         fontsize=13,
     )
     path = out_dir / "pareto.png"

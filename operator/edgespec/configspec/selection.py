@@ -119,15 +119,20 @@ def _checks(
     usd_per_million: FloatArray,
     need: NDArray[np.int64],
     budget: float | None,
+    assume_fits: bool = False,
 ) -> _Checks:
     limits: dict[str, float] = {}
     passes: dict[str, BoolArray] = {}
     violation: dict[str, FloatArray] = {}
     if budget is not None:
         need_cells = np.broadcast_to(need[:, np.newaxis].astype(np.float64), goodput.shape)
+        unknown = need_cells <= 0.0
         limits[CONSTRAINT_MEMORY] = budget
-        passes[CONSTRAINT_MEMORY] = need_cells <= budget
-        violation[CONSTRAINT_MEMORY] = need_cells / max(budget, 1.0) - 1.0
+        # an unknown need is not a fit: it passes only when the caller says to assume it
+        passes[CONSTRAINT_MEMORY] = np.where(unknown, assume_fits, need_cells <= budget)
+        violation[CONSTRAINT_MEMORY] = np.where(
+            unknown, 0.0 if assume_fits else 1.0, need_cells / max(budget, 1.0) - 1.0
+        )
     if constraints.min_goodput_tokens_per_s is not None:
         floor = constraints.min_goodput_tokens_per_s
         limits[CONSTRAINT_MIN_GOODPUT] = floor
@@ -207,6 +212,7 @@ def _candidate(
         verify_latency_s=float(grid.verify_latency_s[row, col]),
         price_usd_per_million_tokens=float(grid.price_usd_per_million_tokens[row]),
         memory_need_bytes=int(need[row]) if need[row] > 0 else None,
+        origin=grid.origin[row],
         score=float(score[local_row, col]),
     )
 
@@ -226,6 +232,7 @@ def rank_grid(
     device_memory_bytes: Mapping[str, int] | None = None,
     runners_up: int = 3,
     pareto: bool = True,
+    assume_fits: bool = False,
 ) -> Ranking:
     """Rank every device class of ``grid``; see ``rank`` for the arguments."""
     targets = sorted(set(grid.target_model))
@@ -248,7 +255,7 @@ def rank_grid(
         joules = metrics.joules_per_token[rows]
         allocatable = memory.get(device)
         budget = None if allocatable is None else allocatable * (1.0 - constraints.memory_headroom_fraction)
-        checks = _checks(constraints, goodput, joules, 1e6 / cost, need[rows], budget)
+        checks = _checks(constraints, goodput, joules, 1e6 / cost, need[rows], budget, assume_fits)
         feasible = checks.feasible(goodput.shape) & np.isfinite(goodput) & np.isfinite(cost)
         excluded_by = {name: int((~ok).sum()) for name, ok in checks.passes.items()}
         n_configs = int(goodput.size)
@@ -305,6 +312,7 @@ def rank_grid(
             excluded_by=excluded_by,
             feasible=int(feasible.sum()),
             memory_checked=budget is not None,
+            memory_budget=budget,
         )
         selections[device] = Selection(
             device_class=device,
@@ -319,6 +327,7 @@ def rank_grid(
             feasible=int(feasible.sum()),
             excluded_by=excluded_by,
             memory_budget_bytes=None if budget is None else int(budget),
+            memory_assumed=budget is not None and choice.memory_need_bytes is None,
         )
     return Ranking(grid, metrics, objective, constraints, selections, infeasible, scores, need)
 
@@ -356,12 +365,16 @@ def _infeasible(
     others_ok = checks.feasible(shape, skip=binding)
     if others_ok.any():
         values = {
-            CONSTRAINT_MEMORY: np.broadcast_to(need[rows][:, np.newaxis], shape).astype(np.float64),
+            CONSTRAINT_MEMORY: np.broadcast_to(
+                np.where(need[rows] > 0, need[rows], np.inf)[:, np.newaxis], shape
+            ).astype(np.float64),
             CONSTRAINT_MIN_GOODPUT: metrics.goodput_tokens_per_s[rows],
             CONSTRAINT_MAX_JOULES: metrics.joules_per_token[rows],
             CONSTRAINT_MAX_COST: metrics.usd_per_million_tokens[rows],
         }[binding][others_ok]
         reachable = float(values.max() if binding == CONSTRAINT_MIN_GOODPUT else values.min())
+        if not np.isfinite(reachable):  # every need unknown
+            reachable = None
     message = infeasible_message(
         device_class=device,
         binding=binding,
@@ -395,12 +408,15 @@ def rank(
     target_model: str | None = None,
     device_classes: Sequence[str] | None = None,
     runners_up: int = 3,
+    assume_fits: bool = False,
 ) -> Ranking:
     """Rank the configurations of ``profiles`` for each device class.
 
     - ``objective``/``constraints``: the API types (defaults: goodput, no constraints).
     - ``prices_usd_per_million``: target name -> USD per million tokens, over the built-in defaults.
     - ``device_memory_bytes``: device class -> allocatable memory; classes left out are not checked.
+      A profile with no memory figures (neither ``memoryBytes`` nor ``modelSizeBytes``) has an unknown
+      need: with a budget it is infeasible unless ``assume_fits`` (then the reason says so).
     - ``k_values``: speculative lengths to consider (default: those the profiles measured).
     - ``verify_latency_s``: a fixed T_verify for every profile (default: each profile's own).
     - ``target_model``/``device_classes``: keep only profiles of that target / those classes.
@@ -435,7 +451,12 @@ def rank(
         verify_latency_s=verify_latency_s,
     )
     return rank_grid(
-        grid, objective, constraints, device_memory_bytes=device_memory_bytes, runners_up=runners_up
+        grid,
+        objective,
+        constraints,
+        device_memory_bytes=device_memory_bytes,
+        runners_up=runners_up,
+        assume_fits=assume_fits,
     )
 
 
@@ -467,6 +488,7 @@ def select(
     target_model: str | None = None,
     device_classes: Sequence[str] | None = None,
     runners_up: int = 3,
+    assume_fits: bool = False,
 ) -> dict[str, Selection]:
     """The selection per device class; raises ``InfeasibleError`` (with the feasible ones attached)
     when any class has no configuration meeting the constraints. Arguments as for ``rank``."""
@@ -481,6 +503,7 @@ def select(
         target_model=target_model,
         device_classes=device_classes,
         runners_up=runners_up,
+        assume_fits=assume_fits,
     )
     if ranking.infeasible:
         raise InfeasibleError(tuple(ranking.infeasible.values()), ranking.selections)

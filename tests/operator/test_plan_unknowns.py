@@ -1,0 +1,43 @@
+"""The deployment status says what the selection had to assume: memory and the profiles' origin."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from edgespec.api.deployment import SpeculativeDeploymentSpec
+from edgespec.api.profile import AcceptancePoint, EdgeProfileSpec
+from edgespec.plan import plan_status
+from edgespec.status import NodeInfo
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+KEYS = [("rpi5", "gemma-17l", "Q4_K_M"), ("rpi5", "gemma-270m", "Q4_0")]
+
+
+def test_unknown_memory_is_assumed_to_fit_and_said_and_origin_shown() -> None:
+    doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-gemma-cpu.yaml").read_text())
+    spec = SpeculativeDeploymentSpec.model_validate(doc["spec"])
+    common = {
+        "target_model": "gemma-3-270m",
+        "draft_tokens_per_s": 40.0,
+        "power_watts": 6.0,
+        "acceptance": [AcceptancePoint(k=2, alpha=0.6)],
+        "measured_at": T0,
+    }  # no memoryBytes, no modelSizeBytes, no origin
+    profiles = [EdgeProfileSpec(device_class=c, draft_model=d, quantization=q, **common) for c, d, q in KEYS]
+    node = NodeInfo(
+        name="pi",
+        labels={"edgespec.dev/device-class": "rpi5"},
+        ready=True,
+        allocatable_memory_bytes=8 * 1024**3,
+    )
+    plan = plan_status(spec=spec, generation=1, previous=None, nodes=[node], now=T0, profiles=profiles)
+    selection = plan.status.device_classes[0].selection
+    assert selection is not None
+    assert selection.memory_assumed is True
+    assert selection.origin == "unknown"
+    assert "assumed to fit" in selection.reason and "origin unknown" in selection.reason
+    api = selection.to_api()
+    assert api["memoryAssumed"] is True and api["origin"] == "unknown"
