@@ -30,15 +30,20 @@ def geometric_alpha(
 ) -> FloatArray:
     """alpha(K) under independent per-token acceptance ``a``: ``(a + a^2 + ... + a^K) / K``.
 
-    Equivalently ``a (1 - a^K) / ((1 - a) K)``; at ``a = 1`` every token is accepted (alpha = 1).
-    Broadcasts over both arguments.
+    Evaluated as ``a (1 - a^K) / ((1 - a) K)`` in a form that stays exact near ``a = 1`` (no
+    tolerance, no snapping): with ``b = 1 - a`` (exact in floating point for ``a`` in [0.5, 1]),
+    ``1 - a^K = -expm1(K log1p(-b))``, so the ratio ``(1 - a^K) / b`` keeps full relative precision
+    however small ``b`` is; only ``a = 1`` exactly is the limit, alpha = 1. Broadcasts over both.
     """
     a = np.asarray(per_token_acceptance, dtype=np.float64)
     kk = np.asarray(k, dtype=np.float64)
-    near_one = np.isclose(a, 1.0)
-    safe_a = np.where(near_one, 0.5, a)
-    alpha = safe_a * (1.0 - safe_a**kk) / ((1.0 - safe_a) * kk)
-    return np.asarray(np.where(near_one, 1.0, alpha), dtype=np.float64)
+    b = 1.0 - a
+    exactly_one = b == 0.0
+    safe_b = np.where(exactly_one, 1.0, b)
+    with np.errstate(divide="ignore"):  # log1p(-1) = -inf at a = 0 gives expm1(-inf) = -1: alpha 0
+        geometric_sum = -np.expm1(kk * np.log1p(-safe_b)) / safe_b  # 1 + a + ... + a^(K-1)
+    alpha = a * geometric_sum / kk
+    return np.asarray(np.where(exactly_one, 1.0, alpha), dtype=np.float64)
 
 
 def fit_per_token_acceptance(points: Sequence[AcceptancePoint]) -> float:
