@@ -269,6 +269,8 @@ def test_every_container_is_accepted_by_its_program(
                     assert volume["secret"]["secretName"] in secrets, f"{item.where}: no Secret {volume}"
             if item.command == "fetch":
                 assert item.init, f"{item.where}: fetch runs as an init container"
+                # its failure (which source, which node, the fix) must reach the pod's status
+                assert item.container["terminationMessagePolicy"] == "FallbackToLogsOnError", item.where
                 output = str(item.args.output)
                 check_path(pod, item.container, output, write=True, where=item.where)
                 if item.args.cache is not None:

@@ -10,6 +10,7 @@ Pod Security Standard without a warning.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import uuid
@@ -205,3 +206,29 @@ def test_dashboard_uses_only_metrics_the_data_plane_exports() -> None:
     for metric in used:
         base = re.sub(r"_(total|bucket|sum|count)$", "", metric)
         assert f'"{base}"' in sources, f"dashboard uses {metric}, which no data-plane code exports"
+
+
+@pytest.mark.parametrize(
+    ("values", "host_path"), [((), "/var/lib/edgespec/models"), (("modelCache.hostPath=",), "")]
+)
+def test_the_operator_container_is_accepted_with_the_chart_env(
+    values: tuple[str, ...], host_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's operator container: settings valid with its env; the model cache reaches the builders."""
+    from edgespec.builders import ModelCache
+    from edgespec.handlers.reconcile import Reconciler
+    from edgespec.settings import OperatorSettings
+
+    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", *values)) if d]
+    (container,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["command"] == ["python", "-m", "edgespec.handlers"] and not container.get("args")
+    for name in [n for n in os.environ if n.startswith("EDGESPEC_")]:
+        monkeypatch.delenv(name)
+    for item in container["env"]:
+        monkeypatch.setenv(item["name"], item.get("value", RELEASE_NAMESPACE))  # the one fieldRef: namespace
+    settings = OperatorSettings()
+    assert settings.model_cache_host_path == host_path
+    reconciler = Reconciler(client=None, cache=None, settings=settings, requeue=lambda *_: None)  # type: ignore[arg-type]
+    assert reconciler.model_cache == (ModelCache(host_path=host_path) if host_path else None)
