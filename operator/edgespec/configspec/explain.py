@@ -48,19 +48,28 @@ def _objective_value(kind: ObjectiveKind, c: Candidate) -> str:
 
 
 def _k_sentence(kind: ObjectiveKind, c: Candidate, k_min: int, k_max: int) -> str:
+    if k_min == k_max:
+        return f"K={c.k} is the only speculative length considered, so K was not chosen."
     drafting_s = c.k / c.draft_tokens_per_s
+    per_token_s = 1.0 / c.draft_tokens_per_s
     if kind == "goodput":
-        if c.k == k_min and k_min < k_max:
+        if c.verify_latency_s <= 0.0:
             return (
-                f"K={c.k} is the shortest allowed: drafting is slow ({c.draft_tokens_per_s:.1f} tokens/s, "
-                f"{drafting_s:.2f} s per round against {c.verify_latency_s:.2f} s to verify), so a longer K "
-                "adds more time than accepted tokens."
+                f"Verification takes no time here (T_verify = 0), so a round costs only drafting "
+                f"({per_token_s:.3f} s per draft token) and goodput is v_d (alpha + 1/K): K={c.k} maximises "
+                f"alpha + 1/K (alpha={c.alpha:.2f})."
             )
-        if c.k == k_max and k_min < k_max:
+        if c.k == k_min:
             return (
-                f"K={c.k} is the longest allowed: verification ({c.verify_latency_s:.2f} s per round) "
-                f"dwarfs drafting ({drafting_s:.2f} s at {c.draft_tokens_per_s:.1f} tokens/s), so extra "
-                "draft tokens are nearly free."
+                f"K={c.k} is the shortest allowed: a longer K adds more drafting time ({per_token_s:.3f} s "
+                f"per draft token, against {c.verify_latency_s:.2f} s to verify a round) than it adds in "
+                "expected accepted tokens."
+            )
+        if c.k == k_max:
+            return (
+                f"K={c.k} is the longest allowed, and goodput may still rise beyond it: verification "
+                f"({c.verify_latency_s:.2f} s per round) outweighs drafting ({drafting_s:.2f} s at "
+                f"{c.draft_tokens_per_s:.1f} tokens/s), so extra draft tokens are nearly free."
             )
         return (
             f"K={c.k} balances drafting ({drafting_s:.2f} s per round at "
@@ -68,19 +77,53 @@ def _k_sentence(kind: ObjectiveKind, c: Candidate, k_min: int, k_max: int) -> st
             "one more draft token would cost more time than it adds in expected accepted tokens."
         )
     if kind == "cost":
+        edge = " (the shortest allowed)" if c.k == k_min else ""
         return (
             f"Tokens per USD depend only on acceptance, K and the target's price "
-            f"({c.price_usd_per_million_tokens:.2f} USD per 1M), not on the device: the bonus token counts "
-            f"most at small K, and a draft accepted more often (alpha={c.alpha:.2f} at K={c.k}) wastes fewer "
-            "paid positions."
+            f"({c.price_usd_per_million_tokens:.2f} USD per 1M), not on the device: each round pays for K "
+            f"positions and commits K alpha + 1 tokens, so K={c.k}{edge} maximises alpha + 1/K "
+            f"(alpha={c.alpha:.2f})."
         )
     if kind == "energy":
+        if c.power_watts <= 0.0:
+            return (
+                f"The profile reports {c.power_watts:.1f} W while drafting, so this draft costs 0 J/token on "
+                "the edge at every K; K did not matter for energy."
+            )
+        why = (
+            "short rounds spend the least drafting on tokens that are then rejected"
+            if c.k == k_min
+            else "at this K acceptance is high enough that fewer drafted tokens are wasted per committed one"
+        )
         return (
             f"Energy per token is drafting power times drafting time per committed token "
-            f"({c.power_watts:.1f} W at {c.draft_tokens_per_s:.1f} tokens/s); short rounds spend the least "
-            f"drafting on tokens that are then rejected (alpha={c.alpha:.2f} at K={c.k})."
+            f"({c.power_watts:.1f} W at {c.draft_tokens_per_s:.1f} tokens/s); {why} "
+            f"(alpha={c.alpha:.2f} at K={c.k})."
         )
     return ""
+
+
+TIE_BREAK = (
+    "ties go to the draft model first in alphabetical order, then its quantisation, then the smaller K"
+)
+"""The documented, deterministic tie-break (the grid's rows are sorted; the first best cell wins)."""
+_TIE = 1e-12
+"""Relative lead at or below which two scores are reported as a tie (floating-point equality)."""
+
+
+def _lead_sentence(kind: ObjectiveKind, choice: Candidate, runner_up: Candidate, margin: float | None) -> str:
+    other = (
+        f"the best other draft, {runner_up.draft_model} {runner_up.quantization} "
+        f"(target {runner_up.target_model}) at K={runner_up.k} ({_objective_value(kind, runner_up)})"
+    )
+    tied = (margin is not None and margin <= _TIE) or (margin is None and choice.score == runner_up.score)
+    if tied:
+        return f"It ties with {other}; {TIE_BREAK}."
+    if margin is None:  # an infinite or zero score on one side (0 J/token)
+        return f"It leads {other}."
+    if margin < 0.001:
+        return f"It leads {other} by a relative {margin:.2g}, less than 0.1%."
+    return f"It is {margin:.1%} ahead of {other}."
 
 
 def selection_reason(
@@ -106,11 +149,7 @@ def selection_reason(
     if runner_up is None:
         parts.append("It is the only draft that meets the constraints.")
     else:
-        lead = f"{margin:.1%} ahead of" if margin is not None else "ahead of"
-        parts.append(
-            f"{lead} the best other draft, {runner_up.draft_model} {runner_up.quantization} "
-            f"(target {runner_up.target_model}) at K={runner_up.k} ({_objective_value(kind, runner_up)})."
-        )
+        parts.append(_lead_sentence(kind, choice, runner_up, margin))
     if kind == "weighted" and weights is not None:
         parts.append(
             f"Weights (normalised): goodput {weights[0]:.2f}, cost {weights[1]:.2f}, "

@@ -151,11 +151,15 @@ def build_grid(
 
     ``k_values`` defaults to every K any profile measured (``DEFAULT_K_VALUES`` if none did).
     ``verify_latency_s``, when given, replaces every profile's T_verify (the paper's fixed-latency
-    setting). Raises ``MissingPriceError`` when a target has no price, ``ValueError`` on duplicate
-    profiles or an empty list.
+    setting). Rows are sorted by (device class, draft, quantisation, target). Raises
+    ``MissingPriceError`` when a target has no price, ``ValueError`` on duplicate profiles or an
+    empty list.
     """
     if not profiles:
         raise ValueError("no profiles to rank; give at least one EdgeProfile")
+    # rows in key order, not input order: a tie between equal scores is then broken the same way
+    # whatever order the files or the API server list the profiles in (``explain.TIE_BREAK``)
+    profiles = sorted(profiles, key=profile_key)
     seen: set[tuple[str, str, str, str]] = set()
     for spec in profiles:
         key = profile_key(spec)

@@ -37,7 +37,7 @@ def _feasible_cells(ranking: Ranking, device: str) -> NDArray[np.bool_]:
     score = ranking.scores.get(device)
     if score is None:  # nothing feasible on this device
         return np.zeros((len(ranking.grid.rows_of(device)), len(ranking.grid.k_values)), dtype=np.bool_)
-    return np.asarray(np.isfinite(score), dtype=np.bool_)
+    return np.asarray(score > -np.inf, dtype=np.bool_)  # +inf is feasible: 0 J/token scores infinity
 
 
 def _k_ticks(ax: Any, ks: NDArray[np.int64]) -> None:
@@ -53,14 +53,31 @@ def _k_ticks(ax: Any, ks: NDArray[np.int64]) -> None:
 def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
     """Write ``{goodput,cost,energy}_vs_k.png`` and ``pareto.png``; ``rankings`` maps each objective
     kind (goodput, cost, energy) to the ranking under it. Returns the paths written."""
+    figures = make_figures(rankings)  # selects the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for name, fig in figures.items():
+            path = out_dir / f"{name}.png"
+            fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" grows the canvas to hold the legend
+            written.append(path)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+    return written
+
+
+def make_figures(rankings: Mapping[str, Ranking]) -> dict[str, Any]:
+    """The figures by file stem (``goodput_vs_k``, ``cost_vs_k``, ``energy_vs_k``, ``pareto``), unsaved."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    figures: dict[str, Any] = {}
     base = rankings["goodput"]
     grid = base.grid
     target = grid.target_model[0]
@@ -138,10 +155,7 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
             ncol=min(len(legend_handles), 6),
             fontsize=9,
         )
-        path = out_dir / f"{kind}_vs_k.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" grows the canvas to hold the legend
-        plt.close(fig)
-        written.append(path)
+        figures[f"{kind}_vs_k"] = fig
 
     fig, axes = plt.subplots(1, len(devices), figsize=(5.2 * len(devices), 4.8), squeeze=False)
     scatter = None
@@ -181,14 +195,12 @@ def write_plots(rankings: Mapping[str, Ranking], out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     if scatter is not None:
         bar = fig.colorbar(scatter, ax=axes[0].tolist(), shrink=0.85, pad=0.01)
-        bar.set_label("energy, log10(J per token)")
+        zero = bool(np.any(base.metrics.joules_per_token <= 0.0))
+        bar.set_label("energy, log10(J per token)" + ("; 0 J shown at 1e-6" if zero else ""))
     fig.suptitle(
         f"Pareto front over goodput, cost and energy (feasible configurations, every K); target {target}; "
         f"profiles: {origins}",
         fontsize=13,
     )
-    path = out_dir / "pareto.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    written.append(path)
-    return written
+    figures["pareto"] = fig
+    return figures

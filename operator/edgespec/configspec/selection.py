@@ -274,7 +274,8 @@ def rank_grid(
 
         row_best_col = np.argmax(masked, axis=1)
         row_best = masked[np.arange(len(rows)), row_best_col]
-        contenders = np.flatnonzero(np.isfinite(row_best) & (np.arange(len(rows)) != local_row))
+        # a feasible row has a score above -inf (an energy score is +inf at 0 J/token: still a contender)
+        contenders = np.flatnonzero((row_best > -np.inf) & (np.arange(len(rows)) != local_row))
         if runners_up > 0 and len(contenders) > runners_up:  # only the best few need sorting
             contenders = contenders[np.argpartition(-row_best[contenders], runners_up - 1)[:runners_up]]
         others = contenders[np.argsort(-row_best[contenders], kind="stable")][: max(runners_up, 0)]
@@ -285,7 +286,7 @@ def rank_grid(
         same_row[col] = -np.inf
         next_k = (
             _candidate(grid, metrics, need, score, int(rows[local_row]), int(np.argmax(same_row)), local_row)
-            if np.isfinite(same_row.max())
+            if same_row.max() > -np.inf
             else None
         )
         front: tuple[Candidate, ...] = ()
