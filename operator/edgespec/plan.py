@@ -111,6 +111,10 @@ class Plan:
     """Plan again after this long even if nothing changes: a profile turns stale, a held K is due."""
 
 
+ROLLOUT_RECHECK_S = 30.0
+"""While the verifier or draft servers are short of ready pods, plan again this often (their pods'
+init failures change no workload status, so no watch event would bring them)."""
+
 STUCK_REASONS = ("ModelFetchFailed", "PodInitFailed")
 """Ready=False reasons of pods that cannot start: a model fetch failed, or another init container."""
 
@@ -393,6 +397,13 @@ def plan_status(
         )
     else:
         cond("Ready", "True", "AllReady", f"verifier and draft servers of {len(selections)} class(es) ready")
+    rolling = [
+        r for r in (verifier, *(drafts.get(n, Rollout()) for n in selections)) if r.desired and not r.complete
+    ]
+    if rolling:
+        # A pod stuck in init changes no workload status, so nothing would wake the reconcile to read
+        # it: look again while a rollout is short of ready pods.
+        timers.append(ROLLOUT_RECHECK_S)
     ready = conditions[-1]
     if ready.reason in STUCK_REASONS and ready.message != next(
         (c.message for c in prev.conditions if c.type == "Ready"), None

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from edgespec.api.deployment import SpeculativeDeploymentSpec
 from edgespec.api.profile import AcceptancePoint, EdgeProfileSpec
-from edgespec.plan import Plan, Rollout, plan_status
+from edgespec.plan import ROLLOUT_RECHECK_S, Plan, Rollout, plan_status
 from edgespec.status import NodeInfo, StuckPod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,6 +141,15 @@ def test_a_verifier_that_cannot_fetch_its_model_names_source_node_and_fix(
     assert [e.reason for e in first.events if e.type == "Warning"] == ["ModelFetchFailed"]
     again = plan(spec, first, verifier=Rollout(ready=0, desired=1), stuck_pods=stuck)
     assert ready(again) == ready(first) and not [e for e in again.events if e.reason == "ModelFetchFailed"]
+
+
+def test_a_rollout_short_of_ready_pods_is_looked_at_again(spec: SpeculativeDeploymentSpec) -> None:
+    """A crash-looping init container changes no Deployment status: only a timer brings the next look."""
+    assert plan(spec, verifier=Rollout(0, 1)).requeue_after_s == ROLLOUT_RECHECK_S + 1
+    drafts_rolling = plan(spec, verifier=Rollout(1, 1), drafts={"local-cpu": Rollout(0, 1)})
+    assert drafts_rolling.requeue_after_s == ROLLOUT_RECHECK_S + 1
+    settled = plan(spec, verifier=Rollout(1, 1), drafts={"local-cpu": Rollout(1, 1)})
+    assert settled.requeue_after_s is not None and settled.requeue_after_s > 86400  # profiles turning stale
 
 
 def test_draft_servers_that_cannot_fetch_name_their_class(spec: SpeculativeDeploymentSpec) -> None:
