@@ -8,7 +8,11 @@ manager, kube-scheduler and the KWOK controller, each in its own process group o
 ports, waits until each is healthy (a timeout names the log to read), then creates the node fleet.
 :meth:`Cluster.stop` kills exactly the processes recorded in ``pids.json``; with
 ``die_with_parent=True`` (the pytest fixture) the kernel also kills them if the parent dies.
-CLI: ``python -m edgespec_dev.cluster start|stop|status [--name N] [--nodes FILE]``.
+With ``real_node=RealNodeOptions()`` (CLI ``--real-node``) the cluster also joins one real
+kubelet node, fenced so no packet leaves the machine (:mod:`edgespec_dev.realnode`,
+:mod:`edgespec_dev.netguard`); the API server then listens on the node's bridge address.
+CLI: ``python -m edgespec_dev.cluster start|stop|status|load-image [--name N] [--nodes FILE]
+[--real-node]``.
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ from typing import Any
 
 import yaml
 
+from edgespec_dev import netguard, tools
 from edgespec_dev import nodes as fleet
-from edgespec_dev import tools
+from edgespec_dev.realnode import NODE_COMPONENTS, RealNode, RealNodeError, RealNodeOptions
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
-POD_CIDR = "10.128.0.1/10"  # KWOK hands out pod IPs starting here
+SERVICE_CLUSTER_IP_RANGE = netguard.SERVICE_CIDR
+# KWOK hands out fake pod IPs from here: a range no real network uses (see netguard.FAKE_RANGES),
+# so the real node's guard can reject every packet to it without touching the host's traffic.
+POD_CIDR = netguard.FAKE_POD_RANGE.replace(".0/", ".1/")
+KWOK_NODE_IP = "198.19.255.254"  # hostNetwork pods on KWOK nodes; inside netguard.FAKE_NODE_RANGE
 _PR_SET_PDEATHSIG = 1
 
 # With ``Cluster(audit_log=True)``: every request at Metadata level (who, verb, resource, user
@@ -105,11 +113,14 @@ class Cluster:
         *,
         audit_log: bool = False,
         extra_args: Mapping[str, Sequence[str]] | None = None,
+        real_node: RealNodeOptions | None = None,
     ) -> None:
         """``audit_log=True`` makes the API server write an audit log (:attr:`audit_log_path`,
         one JSON event a line, :data:`AUDIT_POLICY`) from the next start on. ``extra_args`` adds
         command-line flags per component (``{"kube-controller-manager":
-        ["--concurrent-daemonset-syncs=10"]}``), after the defaults, so they win."""
+        ["--concurrent-daemonset-syncs=10"]}``), after the defaults, so they win. ``real_node``
+        joins a real kubelet node at :meth:`start` (:attr:`node`); without it, a node recorded by an
+        earlier start is still found, so :meth:`stop` cleans it up."""
         self.name = name
         self.data_dir = (data_dir or default_data_dir(name)).resolve()
         self.audit_log = audit_log
@@ -118,6 +129,9 @@ class Cluster:
         if unknown:
             raise ValueError(f"extra_args for unknown components {sorted(unknown)}; known: {COMPONENTS}")
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.node: RealNode | None = (
+            RealNode(self, real_node) if real_node is not None else RealNode.recorded(self)
+        )
 
     # ---- paths -------------------------------------------------------------------------------
     @property
@@ -152,6 +166,16 @@ class Cluster:
         return events
 
     @property
+    def ports(self) -> Ports:
+        """The ports chosen at the last start."""
+        return Ports(**json.loads((self.data_dir / "ports.json").read_text()))
+
+    @property
+    def api_host(self) -> str:
+        """The API server's address: loopback, or the real node's bridge address (reachable from pods)."""
+        return self.node.ip if self.node is not None else "127.0.0.1"
+
+    @property
     def server(self) -> str:
         """The API server URL, from the kubeconfig."""
         config = yaml.safe_load(self.kubeconfig.read_text())
@@ -166,7 +190,8 @@ class Cluster:
         timeout_s: float = 120.0,
     ) -> None:
         """Start every component, wait until healthy, then apply ``node_manifests`` (the default
-        fleet when None) and wait until those nodes are Ready. Stops what it started on error."""
+        fleet when None) and wait until those nodes are Ready; with a real node, join it (see
+        :mod:`edgespec_dev.realnode`). Stops what it started on error."""
         running = [c for c, state in self.status().items() if state.startswith("running")]
         if running:
             raise ClusterError(
@@ -180,6 +205,8 @@ class Cluster:
             for directory in (self.data_dir / "logs", self.pki_dir, self.data_dir / "etcd"):
                 directory.mkdir(parents=True, exist_ok=True)
             (self.data_dir / "etcd").chmod(0o700)
+            if self.node is not None:
+                self.node.prepare()  # bridge and guard rules before anything listens on the bridge
             self._make_pki()
             if self.audit_log:
                 _write_atomically(self.data_dir / "audit-policy.yaml", yaml.safe_dump(AUDIT_POLICY))
@@ -195,7 +222,7 @@ class Cluster:
             )
             self._wait_http(
                 "kube-apiserver",
-                f"https://127.0.0.1:{ports.apiserver}/readyz",
+                f"https://{self.api_host}:{ports.apiserver}/readyz",
                 self._admin_ssl_context(),
                 deadline,
             )
@@ -228,6 +255,8 @@ class Cluster:
             manifests = fleet.default_fleet() if node_manifests is None else node_manifests
             if manifests:
                 self.apply_nodes(manifests, timeout_s=max(10.0, deadline - time.monotonic()))
+            if self.node is not None:
+                self.node.join(deadline + 120.0, die_with_parent)
         except BaseException:
             # Includes Ctrl-C: leave no half-started cluster behind.
             self.stop()
@@ -235,14 +264,27 @@ class Cluster:
         _say(f"cluster {self.name!r} up in {time.monotonic() - started:.1f}s")
 
     def stop(self, timeout_s: float = 15.0) -> list[str]:
-        """Stop every recorded component (SIGTERM, then SIGKILL); returns the ones stopped."""
+        """Stop every recorded component (SIGTERM, then SIGKILL) and remove the real node's
+        containers, mounts, cgroups, rules and bridge; returns the components stopped."""
+        stopped = []
+        if self.node is not None:
+            alive_before = [c for c, s in self.status().items() if s.startswith("running")]
+            self.node.stop()
+            stopped += [c for c in NODE_COMPONENTS if c in alive_before]
+        stopped += self._stop_components(list(COMPONENTS), timeout_s)
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "pids.json").unlink()
+        return stopped
+
+    def _stop_components(self, components: Sequence[str], timeout_s: float = 15.0) -> list[str]:
+        """Stop the named components (SIGTERM to the process group, SIGKILL after ``timeout_s``)."""
         records = self._read_pids()
         alive = {
             component: record["pid"]
             for component, record in records.items()
-            if _is_same_process(record["pid"], record["start_ticks"])
+            if component in components and _is_same_process(record["pid"], record["start_ticks"])
         }
-        for component in reversed(COMPONENTS):
+        for component in reversed(components):
             if component in alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(alive[component], signal.SIGTERM)
@@ -259,15 +301,16 @@ class Cluster:
                 time.sleep(0.05)
         for component in list(self._processes):
             self._reap(component)
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / "pids.json").unlink()
-        return [c for c in COMPONENTS if c in alive]
+        remaining = {c: r for c, r in self._read_pids().items() if c not in components}
+        if remaining:
+            _write_atomically(self.data_dir / "pids.json", json.dumps(remaining, indent=2))
+        return [c for c in components if c in alive]
 
     def status(self) -> dict[str, str]:
         """Each component -> ``running (pid N)`` or ``stopped``."""
         records = self._read_pids()
         states = {}
-        for component in COMPONENTS:
+        for component in (*COMPONENTS, *(NODE_COMPONENTS if self.node is not None else ())):
             record = records.get(component)
             if record and _is_same_process(record["pid"], record["start_ticks"]):
                 states[component] = f"running (pid {record['pid']})"
@@ -323,8 +366,11 @@ class Cluster:
         """Delete a node (its pods are then garbage-collected by the controller manager)."""
         self.kubectl("delete", "node", name, f"--wait={str(wait).lower()}", "--ignore-not-found")
 
-    def wait_for_nodes_ready(self, names: Iterable[str], timeout_s: float = 60.0) -> None:
-        """Block until every named node has condition Ready=True."""
+    def wait_for_nodes_ready(
+        self, names: Iterable[str], timeout_s: float = 60.0, *, component: str = "kwok"
+    ) -> None:
+        """Block until every named node has condition Ready=True (``component``: whose log to show
+        on a timeout: ``kwok`` for emulated nodes, ``kubelet`` for the real one)."""
         wanted = set(names)
         deadline = time.monotonic() + timeout_s
         missing: set[str] = wanted
@@ -341,12 +387,12 @@ class Cluster:
             missing = wanted - ready
             if not missing:
                 return
-            self._check_alive("kwok")
+            self._check_alive(component)
             if time.monotonic() > deadline:
                 shown = ", ".join(sorted(missing)[:10])
                 raise ClusterError(
                     f"{len(missing)} node(s) not Ready after {timeout_s:.0f}s ({shown}); "
-                    f"see {self.log_path('kwok')}"
+                    f"see {self.log_path(component)}:\n{_tail(self.log_path(component))}"
                 )
             time.sleep(0.5)
 
@@ -373,25 +419,45 @@ class Cluster:
         pki = self.pki_dir
         return [
             f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.api_host}",
+            f"--advertise-address={self.api_host}",
             f"--secure-port={ports.apiserver}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            *self._authorization_args(),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--allow-privileged=true",
-            # No kubelets or real endpoints: a loopback endpoint for the "kubernetes" Service
-            # would only be rejected and logged every 10 s.
-            "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--event-ttl=1h",
             *self._audit_args(),
+        ]
+
+    def _authorization_args(self) -> list[str]:
+        if self.node is None:
+            return [
+                "--authorization-mode=RBAC",
+                # No kubelets or real endpoints: a loopback endpoint for the "kubernetes" Service
+                # would only be rejected and logged every 10 s.
+                "--endpoint-reconciler-type=none",
+            ]
+        pki = self.pki_dir
+        return [
+            # The kubelet acts as system:node:<name>: the Node authorizer and NodeRestriction
+            # limit it to its own Node object and the pods bound to it.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # The "kubernetes" Service's endpoint is the bridge address, which pods reach.
+            "--endpoint-reconciler-type=lease",
+            # Logs and exec dial the node IP; the hostname does not resolve.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
         ]
 
     def _audit_args(self) -> list[str]:
@@ -448,13 +514,19 @@ class Cluster:
             f"--manage-nodes-with-annotation-selector={fleet.KWOK_ANNOTATION}={fleet.KWOK_ANNOTATION_VALUE}",
             "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
             f"--cidr={POD_CIDR}",
-            "--node-ip=10.255.255.254",
+            f"--node-ip={KWOK_NODE_IP}",
             "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{ports.kwok}",
         ]
 
     # ---- processes ---------------------------------------------------------------------------
-    def _spawn(self, component: str, command: list[str], die_with_parent: bool) -> None:
+    def _spawn(
+        self,
+        component: str,
+        command: list[str],
+        die_with_parent: bool,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         command = [*command, *self.extra_args.get(component, [])]
         log_path = self.log_path(component)
         with open(log_path, "ab") as log:
@@ -466,6 +538,7 @@ class Cluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
+                env=None if env is None else dict(env),
                 start_new_session=True,  # own process group: Ctrl-C in the terminal goes to us
                 preexec_fn=_kill_me_with_parent(os.getpid()) if die_with_parent else None,
             )
@@ -524,7 +597,8 @@ class Cluster:
         holders = []
         for field_name in Ports.__dataclass_fields__:
             # Keep a restarted cluster's ports (etcd remembers its peer URL) when still free.
-            holder = _bind(previous.get(field_name, 0)) or _bind(0)
+            host = self.api_host if field_name == "apiserver" else "127.0.0.1"
+            holder = _bind(previous.get(field_name, 0), host) or _bind(0, host)
             if holder is None:
                 raise ClusterError("could not find a free loopback port")
             holders.append(holder)
@@ -548,7 +622,9 @@ class Cluster:
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
             "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
             "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-            "DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
+            "DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1"
+            + (f",IP:{self.node.ip}" if self.node is not None else "")
+            + "\n"
         )
         client_ext = (
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -562,10 +638,27 @@ class Cluster:
             # KWOK writes status of nodes and pods, leases and events everywhere: a superuser.
             "kwok": ("/O=system:masters/CN=kwok-controller", client_ext),
         }
+        if self.node is not None:
+            node = self.node.name
+            leaves |= {
+                # The Node authorizer knows a kubelet by this name and group.
+                "kubelet": (f"/O=system:nodes/CN=system:node:{node}", client_ext),
+                "kubelet-serving": (
+                    f"/O=system:nodes/CN=system:node:{node}",
+                    server_ext.split("subjectAltName=")[0] + f"subjectAltName=IP:{self.node.ip},DNS:{node}\n",
+                ),
+                "kube-proxy": ("/CN=system:kube-proxy", client_ext),  # bound to system:node-proxier
+                "coredns": ("/CN=system:coredns", client_ext),
+                "apiserver-kubelet-client": (
+                    "/O=system:masters/CN=kube-apiserver-kubelet-client",
+                    client_ext,
+                ),
+            }
         for leaf, (subject, extensions) in leaves.items():
-            if (pki / f"{leaf}.crt").exists():
-                continue
             ext_file = pki / f"{leaf}.ext"
+            # Reissue when the extensions changed (a real node adds its address to the SANs).
+            if (pki / f"{leaf}.crt").exists() and ext_file.is_file() and ext_file.read_text() == extensions:
+                continue
             ext_file.write_text(extensions)
             _openssl(
                 "req", "-new", "-nodes", "-newkey", "ec",
@@ -585,39 +678,43 @@ class Cluster:
             key.chmod(0o600)
 
     def _write_kubeconfigs(self, ports: Ports) -> None:
-        server = f"https://127.0.0.1:{ports.apiserver}"
+        server = f"https://{self.api_host}:{ports.apiserver}"
         for user, path in (
             ("admin", self.kubeconfig),
             ("kube-controller-manager", self.data_dir / "kube-controller-manager.kubeconfig"),
             ("kube-scheduler", self.data_dir / "kube-scheduler.kubeconfig"),
             ("kwok", self.data_dir / "kwok.kubeconfig"),
         ):
-            config = {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": self.name,
-                        "cluster": {
-                            "server": server,
-                            "certificate-authority-data": _b64(self.pki_dir / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": user,
-                        "user": {
-                            "client-certificate-data": _b64(self.pki_dir / f"{user}.crt"),
-                            "client-key-data": _b64(self.pki_dir / f"{user}.key"),
-                        },
-                    }
-                ],
-                "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": user}}],
-                "current-context": self.name,
-                "preferences": {},
-            }
-            _write_atomically(path, yaml.safe_dump(config, sort_keys=False), mode=0o600)
+            self._write_kubeconfig(user, path, server)
+
+    def _write_kubeconfig(self, user: str, path: Path, server: str) -> None:
+        """A kubeconfig for ``user`` (its client certificate ``pki/<user>.crt``)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": self.name,
+                    "cluster": {
+                        "server": server,
+                        "certificate-authority-data": _b64(self.pki_dir / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": _b64(self.pki_dir / f"{user}.crt"),
+                        "client-key-data": _b64(self.pki_dir / f"{user}.key"),
+                    },
+                }
+            ],
+            "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": user}}],
+            "current-context": self.name,
+            "preferences": {},
+        }
+        _write_atomically(path, yaml.safe_dump(config, sort_keys=False), mode=0o600)
 
     def _admin_ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
@@ -660,10 +757,13 @@ def _is_same_process(pid: int, start_ticks: int) -> bool:
     return fields[0] != "Z" and (start_ticks == 0 or int(fields[19]) == start_ticks)
 
 
-def _bind(port: int) -> socket.socket | None:
+def _bind(port: int, host: str = "127.0.0.1") -> socket.socket | None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As the servers themselves do: a port whose last connections linger in TIME_WAIT is free,
+    # so a restarted cluster keeps its ports (and its kubeconfigs stay valid).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(("127.0.0.1", port))
+        sock.bind((host, port))
     except OSError:
         sock.close()
         return None
@@ -731,17 +831,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--audit-log", action="store_true", help="API server audit log in <data dir>/logs/audit.log"
     )
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (180)")
+    start.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also join one real kubelet node (containerd, kube-proxy, CoreDNS; needs root)",
+    )
+    start.add_argument("--node-name", help="real node's name (default: <name>-node)")
+    start.add_argument(
+        "--device-class",
+        default=RealNodeOptions.device_class,
+        help=f"real node's {fleet.DEVICE_CLASS_LABEL} label (default: %(default)s)",
+    )
+    start.add_argument(
+        "--node-role",
+        default=RealNodeOptions.role,
+        help=f"real node's {fleet.ROLE_LABEL} label (%(default)s)",
+    )
+    start.add_argument("--subnet", help="real node's bridge subnet (default: a /24 derived from --name)")
     stop = commands.add_parser("stop", parents=[common], help="stop every process of the cluster")
     stop.add_argument("--delete", action="store_true", help="also delete its data directory")
     commands.add_parser("status", parents=[common], help="show which components run and the nodes")
+    load = commands.add_parser(
+        "load-image", parents=[common], help="import OCI/docker image archives into the real node"
+    )
+    load.add_argument("archives", nargs="+", type=Path, help="image archive files (.tar)")
     args = parser.parse_args(argv)
-    cluster = Cluster(args.data_dir, args.name, audit_log=getattr(args, "audit_log", False))
+    options = None
+    if getattr(args, "real_node", False):
+        options = RealNodeOptions(
+            name=args.node_name, device_class=args.device_class, role=args.node_role, subnet=args.subnet
+        )
+    cluster = Cluster(
+        args.data_dir, args.name, audit_log=getattr(args, "audit_log", False), real_node=options
+    )
     try:
         if args.command == "start":
             manifests = fleet.load_nodes(args.nodes.read_text()) if args.nodes else fleet.default_fleet()
             manifests += fleet.scale_fleet(args.scale, sites=args.sites)
             cluster.start(manifests, timeout_s=args.timeout)
             print(f"kubeconfig: {cluster.kubeconfig}")
+            if cluster.node is not None:
+                node = cluster.node
+                print(f"real node: {node.name} {node.ip} containerd {node.containerd_socket}")
+                print(f"model cache (hostPath): {node.models_dir}")
             print(f"export KUBECONFIG={cluster.kubeconfig}")
         elif args.command == "stop":
             stopped = cluster.stop()
@@ -749,6 +881,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.delete:
                 shutil.rmtree(cluster.data_dir, ignore_errors=True)
                 print(f"deleted {cluster.data_dir}")
+        elif args.command == "load-image":
+            if cluster.node is None:
+                raise ClusterError(f"cluster {args.name!r} has no real node; start it with --real-node")
+            for reference in cluster.node.load_images(args.archives):
+                print(f"imported {reference}")
         else:
             states = cluster.status()
             for component, state in states.items():
@@ -756,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if states["kube-apiserver"].startswith("running"):
                 print(f"server: {cluster.server}\nkubeconfig: {cluster.kubeconfig}")
                 print(cluster.kubectl("get", "nodes", "-L", fleet.DEVICE_CLASS_LABEL).stdout)
-    except (ClusterError, tools.ToolBuildError, KubectlError) as error:
+    except (ClusterError, tools.ToolBuildError, KubectlError, RealNodeError, netguard.NetworkError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

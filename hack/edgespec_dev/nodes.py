@@ -25,6 +25,7 @@ DEVICE_CLASS_LABEL = "edgespec.dev/device-class"
 ROLE_LABEL = "edgespec.dev/role"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT: dict[str, str] = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+FAKE_NODE_RANGE = "198.19.0.0/16"  # every KWOK node's InternalIP (see edgespec_dev.netguard)
 SITE_LABEL = "edgespec.dev/site"  # scale fleets with sites: which site (tenant) an edge node is at
 
 Manifest = dict[str, Any]
@@ -263,12 +264,14 @@ def to_yaml(manifests: Sequence[Manifest]) -> str:
 
 
 def _ip_for(index: int, role: str, base: int = 0) -> str:
-    # Edge boards sit on a site LAN, verifiers in a VPC; addresses are cosmetic but unique
-    # for up to 62,500 nodes per role.
-    third, fourth = (index // 250) % 250, 2 + index % 250
-    if role == "edge":
-        return f"192.168.{third}.{fourth}" if base == 0 else f"172.16.{third}.{fourth}"
-    return f"10.{20 + base // 100}.{third}.{fourth}"
+    # Addresses are cosmetic but must exist nowhere: the API server dials a node's InternalIP
+    # for logs and exec, and the real node's guard rejects the host's packets to this range
+    # (FAKE_NODE_RANGE, RFC 2544 benchmarking addresses; 198.19.255.254 is KWOK's --node-ip).
+    # Four blocks of 64 /24s (edge, scale edge, verifier, scale verifier): unique for up to
+    # 16,000 nodes per role and fleet.
+    block = (0 if role == "edge" else 2) + (1 if base else 0)
+    third, fourth = block * 64 + (index // 250) % 64, 2 + index % 250
+    return f"198.19.{third}.{fourth}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Build and cache the native tools the development cluster needs, from Go modules only.
 
 There is no Docker and no download of release binaries here, so every tool (the Kubernetes
-control plane and kubectl, etcd, KWOK, Helm, toxiproxy) is compiled from the small wrapper Go
+control plane and kubectl, the real node's kubelet and kube-proxy, CoreDNS, etcd, KWOK, Helm,
+toxiproxy) is compiled from the small wrapper Go
 modules under ``hack/go/`` with ``CGO_ENABLED=0``. The version of each tool is read from the
 ``require`` line of its wrapper ``go.mod`` (the single place to bump it), and the binary is cached
 outside the repo in ``${EDGESPEC_CACHE:-~/.cache/edgespec}/bin/<tool>-<version>/<tool>``. A build
@@ -66,6 +67,10 @@ TOOLS: dict[str, ToolSpec] = {
             1,
         ),
         ToolSpec("kubectl", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubectl", 1),
+        # The real node (``cluster start --real-node``): same module and version as the control plane.
+        ToolSpec("kubelet", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubelet", 4),
+        ToolSpec("kube-proxy", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kube-proxy", 2),
+        ToolSpec("coredns", "coredns", "github.com/coredns/coredns", "github.com/coredns/coredns", 4),
         ToolSpec("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3", 2),
         ToolSpec("kwok", "kwok", "sigs.k8s.io/kwok", "sigs.k8s.io/kwok/cmd/kwok", 2),
         ToolSpec("helm", "helm", "helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm", 4),
