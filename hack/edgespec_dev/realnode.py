@@ -46,6 +46,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
     from edgespec_dev.cluster import Cluster
 
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
+# iptables chains kubelet creates (and kube-proxy's canary), with fixed names.
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT", "KUBE-PROXY-CANARY")
 DEFAULT_DEVICE_CLASS = "local-cpu"
 DEFAULT_ROLE = "verifier"  # VerifierSpec.node_selector's default is {"edgespec.dev/role": "verifier"}
 CLUSTER_DNS_IP = "10.96.0.10"
@@ -549,6 +552,8 @@ disabled_plugins = [
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": str(self.network.subnet), "gateway": self.ip}]],
+                        # Every destination via the node IP, where the guard decides.
+                        "routes": [{"dst": "0.0.0.0/0"}],
                         "dataDir": str(self.dir / "cni" / "ipam"),
                     },
                 }
@@ -796,34 +801,29 @@ disabled_plugins = [
         return unmounted
 
     def _remove_machine_wide_rules(self) -> list[str]:
-        """kube-proxy's nftables tables and kubelet's canary chains (one real node per machine)."""
+        """kube-proxy's nftables tables and kubelet's iptables chains (fixed names, so one real node
+        per machine): KUBE-FIREWALL (jumped from INPUT and OUTPUT) and the canaries."""
         removed = []
         if shutil.which("nft"):
             for family in ("ip", "ip6"):
-                if (
-                    subprocess.run(
-                        ["nft", "list", "table", family, "kube-proxy"], capture_output=True, check=False
-                    ).returncode
-                    == 0
-                ):
-                    subprocess.run(
-                        ["nft", "delete", "table", family, "kube-proxy"], capture_output=True, check=False
-                    )
+                listed = subprocess.run(["nft", "list", "table", family, "kube-proxy"], capture_output=True)
+                if listed.returncode == 0:
+                    subprocess.run(["nft", "delete", "table", family, "kube-proxy"], capture_output=True)
                     removed.append(f"nft table {family} kube-proxy")
         for tool in ("iptables", "ip6tables"):
             if shutil.which(tool) is None:
                 continue
             for table in ("mangle", "nat", "filter"):
-                for chain in ("KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT", "KUBE-PROXY-CANARY"):
-                    if (
-                        subprocess.run(
-                            [tool, "-t", table, "-n", "-L", chain], capture_output=True, check=False
-                        ).returncode
-                        == 0
-                    ):
-                        subprocess.run([tool, "-t", table, "-F", chain], capture_output=True, check=False)
-                        subprocess.run([tool, "-t", table, "-X", chain], capture_output=True, check=False)
-                        removed.append(f"{tool} {table} {chain}")
+                rules = subprocess.run([tool, "-t", table, "-S"], capture_output=True, text=True).stdout
+                for rule in rules.splitlines():
+                    words = shlex.split(rule)
+                    if words[:1] == ["-A"] and words[-2:-1] == ["-j"] and words[-1] in KUBELET_CHAINS:
+                        subprocess.run([tool, "-t", table, "-D", *words[1:]], capture_output=True)
+                for chain in KUBELET_CHAINS:
+                    if f"-N {chain}" in rules.splitlines():
+                        subprocess.run([tool, "-t", table, "-F", chain], capture_output=True)
+                        subprocess.run([tool, "-t", table, "-X", chain], capture_output=True)
+                        removed.append(f"{tool} -t {table} {chain}")
         return removed
 
     def _remove_log_links(self) -> list[str]:

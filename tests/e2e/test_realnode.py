@@ -168,19 +168,23 @@ def test_pod_runs_and_kubectl_logs_and_exec_work(real_cluster: Cluster, namespac
 def test_pod_reaches_pod_service_api_and_dns(
     real_cluster: Cluster, namespace: str, client: str, server: dict[str, str]
 ) -> None:
-    by_pod = exec_in(real_cluster, namespace, client, f"wget -q -T 5 -O- http://{server['pod_ip']}:8080/")
+    by_pod = exec_in(
+        real_cluster, namespace, client, f"timeout 10 wget -q -O- http://{server['pod_ip']}:8080/"
+    )
     assert by_pod.stdout.strip() == "hello-from-web", by_pod.stderr
-    by_service = exec_in(real_cluster, namespace, client, f"wget -q -T 5 -O- http://{server['cluster_ip']}/")
+    by_service = exec_in(
+        real_cluster, namespace, client, f"timeout 10 wget -q -O- http://{server['cluster_ip']}/"
+    )
     assert by_service.stdout.strip() == "hello-from-web", by_service.stderr
     name = f"web.{namespace}.svc.cluster.local"
     lookup = exec_in(real_cluster, namespace, client, f"nslookup {name}")
     assert lookup.returncode == 0 and server["cluster_ip"] in lookup.stdout, lookup.stdout + lookup.stderr
-    by_name = exec_in(real_cluster, namespace, client, f"wget -q -T 5 -O- http://{name}/")
+    by_name = exec_in(real_cluster, namespace, client, f"timeout 10 wget -q -O- http://{name}/")
     assert by_name.stdout.strip() == "hello-from-web", by_name.stderr
     # The API server through the "kubernetes" Service (any HTTP answer proves the path; 401/403
     # without credentials).
     api = exec_in(
-        real_cluster, namespace, client, "wget -T 5 -O- https://kubernetes.default.svc/ 2>&1 || true"
+        real_cluster, namespace, client, "timeout 10 wget -O- https://kubernetes.default.svc/ 2>&1 || true"
     )
     assert "Connection refused" not in api.stdout and "timed out" not in api.stdout, api.stdout
     # Names outside the cluster are not resolved (CoreDNS does not forward anywhere).
@@ -223,7 +227,7 @@ def test_kwok_pod_ip_behind_a_service_and_outside_addresses_are_rejected(
     pods_chain = f"filter/{node_of(real_cluster).network.pods_chain}"
     for target in (f"http://{cluster_ip}/", f"http://{fake_ip}/", f"http://{OUTSIDE}/"):
         before = reject_count(real_cluster, pods_chain)
-        result = exec_in(real_cluster, namespace, client, f"wget -q -T 5 -O- {target}")
+        result = exec_in(real_cluster, namespace, client, f"timeout 10 wget -q -O- {target}")
         assert result.returncode != 0, f"{target} answered: {result.stdout}"
         # Rejected at once (an ICMP error), not a timeout into the void.
         assert "timed out" not in result.stderr, result.stderr
