@@ -55,11 +55,9 @@ HOST_PACKAGES = ("buildah", "mmdebstrap")
 # The base image: what goes in, and the command that makes it. Both are hashed into its key.
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libgomp1", "libstdc++6", "passwd")
 BASE_SUITE = "bookworm"
-BASE_SOURCES = (
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian bookworm-updates main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
-)
+# The base comes from the same Debian mirrors the host's apt uses (mmdebstrap takes ``.list`` and
+# ``.sources`` files as its mirror arguments), so it needs no address of its own.
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 BASE_MMDEBSTRAP_OPTIONS = (
     "--variant=essential",  # Essential: yes packages plus the list above; no apt
     "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",  # merged /usr without the usrmerge package (perl)
@@ -306,6 +304,18 @@ def _locked(name: str) -> Iterator[None]:
 # Base image
 
 
+def host_apt_sources() -> list[Path]:
+    """The host's enabled apt source files (one-line ``.list`` and deb822 ``.sources``)."""
+    files: list[Path] = []
+    for location in APT_SOURCES:
+        candidates = sorted(location.iterdir()) if location.is_dir() else [location]
+        enabled = (f for f in candidates if f.is_file() and f.suffix in (".list", ".sources"))
+        files += [f for f in enabled if f.read_text().strip()]
+    if not files:
+        raise ImageBuildError("no apt sources in /etc/apt/sources.list[.d]; the base is built from them")
+    return files
+
+
 def base_command(output: Path) -> list[str]:
     return [
         "mmdebstrap",
@@ -313,13 +323,17 @@ def base_command(output: Path) -> list[str]:
         f"--include={','.join(BASE_PACKAGES)}",
         BASE_SUITE,
         str(output),
-        *BASE_SOURCES,
+        *(str(f) for f in host_apt_sources()),
     ]
 
 
 def base_key() -> str:
     """Hash of the base image's recipe: the mmdebstrap command (package list, sources) and config."""
-    material = {"command": base_command(Path("OUT")), "config": BASE_CONFIG}
+    material = {
+        "command": base_command(Path("OUT")),
+        "sources": [f.read_text() for f in host_apt_sources()],
+        "config": BASE_CONFIG,
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
