@@ -101,6 +101,38 @@ def _fetch(args: argparse.Namespace, settings: FetchSettings) -> None:
     print(path)
 
 
+async def wait_for_verifier(url: str, timeout_s: float, poll_s: float = 2.0) -> None:
+    """Wait until the verifier's ``/readyz`` answers 200 (a profiling Job may start before its model loads).
+
+    Exits with a message naming the URL after ``timeout_s``; ``/readyz`` needs no token.
+    """
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = "no answer yet"
+    next_report = loop.time()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            try:
+                async with session.get(f"{url.rstrip('/')}/readyz") as response:
+                    if response.status == 200:
+                        return
+                    last = f"HTTP {response.status}: {(await response.text()).strip()[:200]}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            now = loop.time()
+            if now >= deadline:
+                raise SystemExit(
+                    f"profile: the verifier at {url} is not ready after {timeout_s:.0f} s ({last}); "
+                    "check its pods (kubectl get pods -l app.kubernetes.io/component=verifier)"
+                )
+            if now >= next_report:
+                print(f"[profile] waiting for the verifier at {url}: {last}", file=sys.stderr, flush=True)
+                next_report = now + 15.0
+            await asyncio.sleep(min(poll_s, max(deadline - now, 0.0)))
+
+
 def _profile_settings(args: argparse.Namespace) -> tuple[BaseSettings, ...]:
     return (_edge_settings(args, ("verifier_url", "verifier_token_file", "n_threads")),)
 
@@ -132,6 +164,7 @@ def _profile(args: argparse.Namespace, settings: EdgeSettings) -> None:
     ks = list(range(args.k_min, args.k_max + 1, args.k_step))
 
     async def run() -> list[Any]:
+        await wait_for_verifier(settings.verifier_url, args.verifier_wait_s)
         client = VerifierClient(settings.verifier_url, token)
         try:
             return [
@@ -224,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--verifier-url", help="verifier base URL (default: EDGESPEC_EDGE_VERIFIER_URL)")
     profile.add_argument("--verifier-token-file", type=Path, help="else EDGESPEC_EDGE_VERIFIER_TOKEN[_FILE]")
+    profile.add_argument(
+        "--verifier-wait-s", type=float, default=600.0,
+        help="how long to wait for the verifier's /readyz before giving up (default 600)",
+    )  # fmt: skip
     profile.add_argument("--device-class", required=True, help="device class name, e.g. rpi5")
     profile.add_argument(
         "--target-model", "--target", dest="target", default="gemma3-270m",
