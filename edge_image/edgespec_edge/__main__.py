@@ -196,7 +196,8 @@ def _profile(args: argparse.Namespace, settings: EdgeSettings) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line; each sub-command sets ``handler`` and ``settings`` (a factory)."""
+    """The whole command line; each sub-command sets ``handler`` and, if it reads any, ``settings``
+    (a factory of its validated settings, which ``prepare`` calls and the handler receives)."""
     parser = argparse.ArgumentParser(
         prog="edgespec-edge",
         description=(
@@ -307,7 +308,9 @@ def prepare(argv: Sequence[str] | None = None) -> Invocation:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
-    settings = args.settings(args)
+    # a sub-command without a settings factory reads none (its handler then takes only ``args``)
+    factory = getattr(args, "settings", None)
+    settings = factory(args) if factory is not None else ()
     return Invocation(args=args, settings=settings, handler=args.handler)
 
 
