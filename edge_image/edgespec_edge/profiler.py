@@ -9,9 +9,15 @@ a verify call seen from the edge (network plus verifier), and v_d = drafted toke
 all K. v_d is measured in the loop, not taken from decoding alone, because the loop drafts a little
 more than K tokens' worth per round: after a full acceptance the draft reads its own last draft token
 together with the target's bonus token before it can draft again (a 2-token batch instead of 1, about
-10% of a step here). Decoding alone is kept beside it (``DraftMeasurements.decode_tokens_per_s``). The
-results become ``EdgeProfile`` objects, written to a YAML file or server-side applied to the cluster
-(in a pod, with its service account; field manager ``edgespec-profiler``).
+10% of a step here). Each round also has a fixed edge cost that K / v_d does not carry (starting a draft
+run, that extra read, sampling, the loop's bookkeeping): ``fit_round_time`` separates it, as the
+intercept of drafting time against drafted tokens over all rounds plus the loop's time outside drafting
+and verification, into ``roundOverheadS``, and v_d becomes the slope. Decoding alone is kept beside it
+(``DraftMeasurements.decode_tokens_per_s``). Finally the target decoding alone, the no-speculation
+baseline (``measure_target_decode``: one target token per verify call with no draft, its per-token
+verifier time and the first call's round trip as TTFT), goes into ``targetDecode``. The results become
+``EdgeProfile`` objects, written to a YAML file or server-side applied to the cluster (in a pod, with
+its service account; field manager ``edgespec-profiler``).
 
 Prompts: the project's small set (``prompts/prompts.jsonl``) or ``--prompts FILE``: JSONL with
 ``prompt``, or Dolly-style ``instruction`` (+ ``context``), or plain text with one prompt per line.
@@ -36,10 +42,11 @@ from edgespec.api.profile import (
     AcceptancePoint,
     EdgeProfile,
     EdgeProfileSpec,
+    TargetDecode,
     VerifyLatency,
     VerifyLatencyPoint,
 )
-from edgespec.wire import SamplingParams
+from edgespec.wire import SamplingParams, VerifyRequest
 
 from edgespec_edge.config import SpeculativeLength
 from edgespec_edge.llama_kv import LlamaRuntime
@@ -145,6 +152,61 @@ async def measure_acceptance(
     return total
 
 
+async def measure_target_decode(
+    client: VerifierClient, prompts: Sequence[list[int]], tokens: int
+) -> TargetDecode:
+    """The target decoding alone over this link (cloud-only decoding, the no-speculation baseline).
+
+    Greedy, one target token per verify call with no draft tokens, so the verifier runs exactly one
+    decode step per call on its cached context. Per-token time: the median verifier-side time of those
+    steps (a streaming generation pays the link once, not per token). TTFT: the median edge-side round
+    trip of each prompt's first call (the link plus the prompt read).
+    """
+    first_round_trips: list[float] = []
+    steps: list[float] = []
+    for index, prompt in enumerate(prompts):
+        context = list(prompt)
+        session = f"target-alone-{index}-{time.monotonic_ns()}"
+        try:
+            for step in range(tokens):
+                request = VerifyRequest(
+                    session_id=session, tokens=context, prompt_tokens=len(prompt), draft=[]
+                )
+                verdict, round_trip = await client.verify(request)
+                if step == 0:
+                    first_round_trips.append(round_trip)
+                else:
+                    steps.append(verdict.verify_s)
+                context = [*context, verdict.next_token]
+        finally:
+            await client.close_session(session)
+    if not steps:
+        raise ValueError("measuring the target alone needs at least 2 tokens per prompt")
+    return TargetDecode(
+        per_token_s=statistics.median(steps), ttft_s=statistics.median(first_round_trips), samples=len(steps)
+    )
+
+
+def fit_round_time(rounds: Sequence[RoundStats], loop_other_s: float) -> tuple[float, float]:
+    """(v_d, round overhead s): a round drafts in ``overhead + drafted / v_d`` seconds.
+
+    Least squares of each round's drafting time against its drafted tokens: the slope is the time per
+    draft token, the intercept the fixed cost of a draft run (starting it, the extra token read after a
+    full acceptance, sampling). ``loop_other_s`` is the loop's own time per round outside drafting and
+    verification (bookkeeping); it is added to the overhead. Falls back to drafted tokens over drafting
+    time, with no overhead, when the rounds cannot separate the two (one round size, or a slope <= 0).
+    """
+    drafted = np.array([r.drafted for r in rounds], dtype=np.float64)
+    seconds = np.array([r.draft_s for r in rounds], dtype=np.float64)
+    plain = float(drafted.sum() / seconds.sum()) if seconds.sum() > 0 else 0.0
+    if len(np.unique(drafted)) < 2:
+        return plain, max(0.0, loop_other_s)
+    slope, intercept = np.polyfit(drafted, seconds, 1)
+    if slope <= 0.0:
+        return plain, max(0.0, loop_other_s)
+    return 1.0 / float(slope), max(0.0, float(intercept)) + max(0.0, loop_other_s)
+
+
 def fit_latency(points: Sequence[VerifyLatencyPoint]) -> tuple[float, float]:
     """(fixed_s, per_token_s) of a least-squares line through T_verify(K), clipped at zero."""
     if len(points) < 2:
@@ -160,6 +222,8 @@ class DraftMeasurements:
     profile: EdgeProfile
     decode_tokens_per_s: float
     """Greedy single-token decoding alone, median over prompts: the draft's raw speed."""
+    plain_tokens_per_s: float = 0.0
+    """v_d without an overhead term: drafted tokens over drafting time, all rounds (the old v_d)."""
 
 
 async def measure_draft(
@@ -174,6 +238,7 @@ async def measure_draft(
     n_threads: int = 2,
     speed_tokens: int = 32,
     acceptance_tokens: int = 32,
+    target_decode_tokens: int = 32,
 ) -> DraftMeasurements:
     """Profile one draft (see the module docstring for what is measured and how)."""
     progress(f"{draft.name} {draft.quantization}: loading {draft.path}")
@@ -190,11 +255,15 @@ async def measure_draft(
         acceptance: list[AcceptancePoint] = []
         latency: list[VerifyLatencyPoint] = []
         loop_rounds: list[RoundStats] = []
+        loop_other_s: list[float] = []
         for index, k in enumerate(ks, start=1):
             stats = await measure_acceptance(
                 drafter, client, prompts, k, acceptance_tokens, steady_state=True
             )
             rounds = stats.rounds
+            if rounds:
+                spent = sum(r.draft_s + r.round_trip_s for r in rounds)
+                loop_other_s.append((stats.elapsed_s - spent) / len(rounds))
             if not rounds:  # every prompt answered in its first round: fall back to those rounds
                 rounds = (await measure_acceptance(drafter, client, prompts, k, acceptance_tokens)).rounds
             drafted = sum(r.drafted for r in rounds)
@@ -209,8 +278,25 @@ async def measure_draft(
             )
         drafted_tokens = sum(r.drafted for r in loop_rounds)
         drafting_s = sum(r.draft_s for r in loop_rounds)
-        v_d = drafted_tokens / drafting_s if drafting_s > 0 else decode_tokens_per_s
-        progress(f"{draft.name}: v_d = {v_d:.1f} tokens/s drafting in the loop ({len(loop_rounds)} rounds)")
+        plain_v_d = drafted_tokens / drafting_s if drafting_s > 0 else decode_tokens_per_s
+        v_d, overhead_s = fit_round_time(
+            loop_rounds, statistics.median(loop_other_s) if loop_other_s else 0.0
+        )
+        if v_d <= 0.0:
+            v_d = plain_v_d
+        progress(
+            f"{draft.name}: v_d = {v_d:.1f} tokens/s drafting in the loop plus {overhead_s * 1e3:.2f} ms per "
+            f"round ({len(loop_rounds)} rounds; {plain_v_d:.1f} tokens/s without the overhead term)"
+        )
+        target_decode = None
+        if target_decode_tokens >= 2:
+            target_decode = await measure_target_decode(
+                client, [runtime.tokenize(p) for p in prompts], target_decode_tokens
+            )
+            progress(
+                f"target alone: {target_decode.per_token_s * 1e3:.1f} ms per token "
+                f"({1 / target_decode.per_token_s:.1f} tokens/s), TTFT {target_decode.ttft_s * 1e3:.1f} ms"
+            )
         fixed_s, per_token_s = fit_latency(latency)
         spec = EdgeProfileSpec(
             device_class=device_class,
@@ -222,17 +308,19 @@ async def measure_draft(
             power_source=sensor.source,
             acceptance=acceptance,
             verify_latency=VerifyLatency(fixed_s=fixed_s, per_token_s=per_token_s, measured=latency),
+            round_overhead_s=min(overhead_s, 60.0),
+            target_decode=target_decode,
             model_size_bytes=draft.path.stat().st_size,
             speed_samples=len(loop_rounds),
             measured_at=datetime.now(UTC).replace(microsecond=0),
             origin="measured",
             notes=(
                 f"edgespec profiler; {len(prompts)} prompts, greedy, {acceptance_tokens} tokens per prompt; "
-                f"steady-state rounds; v_d drafting in the loop (decoding alone "
-                f"{decode_tokens_per_s:.1f} tokens/s)"
+                f"steady-state rounds; v_d drafting in the loop, fitted with a per-round overhead (without "
+                f"it {plain_v_d:.1f} tokens/s; decoding alone {decode_tokens_per_s:.1f} tokens/s)"
             ),
         )
-        return DraftMeasurements(EdgeProfile.for_spec(spec), decode_tokens_per_s)
+        return DraftMeasurements(EdgeProfile.for_spec(spec), decode_tokens_per_s, plain_v_d)
     finally:
         drafter.close()
         runtime.close()

@@ -34,6 +34,7 @@ from edgespec.configspec import (
     DEFAULT_PRICES_USD_PER_MILLION,
     Candidate,
     MissingPriceError,
+    NoSpeculation,
     ProfileLoadError,
     Ranking,
     load_profiles,
@@ -315,6 +316,25 @@ _HEADER = [
 ]
 
 
+def _alone_row(n: NoSpeculation) -> list[str]:
+    """The target decoding alone, as a row of the table (cloud-only: no draft, no K)."""
+    return [
+        "=",
+        "(none: target alone)",
+        "-",
+        n.target_model,
+        "-",
+        f"{n.goodput_tokens_per_s:.2f}",
+        f"{n.tokens_per_usd / 1e6:.3f}",
+        f"{n.usd_per_million_tokens:.3f}",
+        f"{n.joules_per_token:.3f}",
+        "-",
+        "-",
+        "-",
+        "measured TTFT " + ("-" if n.ttft_s is None else f"{n.ttft_s:.2f} s"),
+    ]
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -358,8 +378,17 @@ def format_table(ranking: Ranking) -> str:
             _table(
                 [_HEADER, _row("*", s.choice)]
                 + [_row(str(i), c) for i, c in enumerate(s.runners_up, start=2)]
+                + ([] if s.no_speculation is None else [_alone_row(s.no_speculation)])
             ),
         ]
+        if s.speculation_gain is not None:
+            pays = "pays" if s.speculation_gain > 0 else "does NOT pay"
+            lines.append(
+                f"  speculation {pays} on {s.objective}: the choice is {s.speculation_gain:+.1%} against "
+                "the target decoding alone (row =)"
+            )
+        else:
+            lines.append("  no speculation: not measured (no targetDecode in the profiles)")
         if s.next_k is not None:
             lines.append(
                 f"  next-best K for the chosen draft: K={s.next_k.k} "

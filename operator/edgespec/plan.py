@@ -321,7 +321,9 @@ def plan_status(
                 spec=spec,
                 name=name,
                 basis=bases[name],
-                offline=DeviceClassSelection(**sel.status_fields(), selected_at=now),
+                offline=DeviceClassSelection(
+                    **sel.status_fields(fallback_requested=spec.cloud_only_fallback), selected_at=now
+                ),
                 old=prev_sel.get(name),
                 previous_live=prev_live.get(name),
                 samples=(live_samples or {}).get(name, ()),

@@ -303,6 +303,12 @@ class SpeculativeDeploymentSpec(ApiModel):
     adaptation: AdaptationSpec = Field(
         default_factory=AdaptationSpec, description="Run-time re-selection of K from live telemetry."
     )
+    cloud_only_fallback: bool = Field(
+        default=False,
+        description="Let a device class fall back to cloud-only decoding (the edge server streams the "
+        "verifier's own generation) where the profiles predict that the target decoding alone beats every "
+        "speculative configuration on the objective. Not served yet: the status says when it would apply.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> SpeculativeDeploymentSpec:
@@ -357,6 +363,15 @@ class ConfigChoice(ApiModel):
     )
 
 
+class NoSpeculation(ApiModel):
+    """The target decoding alone (cloud-only), predicted from the class's profiles."""
+
+    predicted_goodput_tokens_per_s: float = Field(description="1 / the target's per-token time, tokens/s.")
+    predicted_tokens_per_usd: float = Field(description="Every token is one paid position: 1e6 / price.")
+    predicted_joules_per_token: float = Field(description="Edge energy: 0, the edge does not draft.")
+    ttft_s: float | None = Field(default=None, description="Time to first token over the link, s.")
+
+
 class DeviceClassSelection(ConfigChoice):
     """The chosen configuration of a device class, why, and what came next."""
 
@@ -370,6 +385,14 @@ class DeviceClassSelection(ConfigChoice):
     memory_assumed: bool = Field(
         default=False,
         description="The draft's profile gives no memory need: it was assumed to fit the nodes' memory.",
+    )
+    no_speculation: NoSpeculation | None = Field(
+        default=None, description="The target decoding alone, when the profiles measured it."
+    )
+    speculation_gain: float | None = Field(
+        default=None,
+        description="The choice's lead over the target decoding alone on the objective (0.25: 25% better; "
+        "negative: speculation does not pay).",
     )
     selected_at: datetime | None = Field(default=None, description="When the choice was made (RFC 3339).")
     basis: str | None = Field(

@@ -81,6 +81,27 @@ class VerifyLatency(ApiModel):
         return self.network_rtt_s + self.fixed_s + self.per_token_s * k
 
 
+class TargetDecode(ApiModel):
+    """The target decoding alone at the verifier, seen from this device class: cloud-only decoding.
+
+    The no-speculation baseline: every token is the target's own, one decode step each, streamed
+    back; the link adds its round trip once, to the first token.
+    """
+
+    model_config = FINITE
+
+    per_token_s: float = Field(
+        gt=0.0, le=MAX_SECONDS, description="Target's time per generated token when it decodes alone, s."
+    )
+    ttft_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=MAX_SECONDS,
+        description="Time to the first token over the link (round trip plus the prompt read), s.",
+    )
+    samples: int = Field(default=0, ge=0, description="Decode steps the per-token time is based on.")
+
+
 class EdgeProfileSpec(ApiModel):
     """What was measured, for which (device class, draft, quantisation, target)."""
 
@@ -118,6 +139,18 @@ class EdgeProfileSpec(ApiModel):
         description="Per-token acceptance estimate; alpha(K) is then derived with the geometric model.",
     )
     verify_latency: VerifyLatency = Field(default_factory=VerifyLatency, description="T_verify model.")
+    round_overhead_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=60.0,
+        description="Fixed edge time per draft-verify round that neither K / v_d nor T_verify covers "
+        "(starting a draft run, sampling, bookkeeping), s. Added to every round's time.",
+    )
+    target_decode: TargetDecode | None = Field(
+        default=None,
+        description="The target decoding alone (no speculation), measured over the same link; lets the "
+        "selection say when speculation does not pay.",
+    )
     model_size_bytes: int = Field(default=0, ge=0, description="Size of the draft GGUF file, bytes.")
     memory_bytes: int = Field(
         default=0, ge=0, description="Resident memory need while drafting (model, KV cache, runtime), bytes."

@@ -17,6 +17,7 @@ from edgespec.configspec.candidates import (
     Candidate,
     Infeasible,
     InfeasibleError,
+    NoSpeculation,
     Selection,
 )
 from edgespec.configspec.grid import (
@@ -63,6 +64,7 @@ __all__ = [
     "InfeasibleError",
     "MissingPriceError",
     "MixedTargetsError",
+    "NoSpeculation",
     "ProfileGrid",
     "ProfileLoadError",
     "Ranking",

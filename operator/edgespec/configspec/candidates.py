@@ -95,6 +95,48 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class NoSpeculation:
+    """The target decoding alone on a device class (cloud-only decoding), from the profiles'
+    ``targetDecode``: every token is the target's own, so it is one paid position, and the edge
+    drafts nothing (0 J/token on the edge; the model counts edge energy only)."""
+
+    device_class: str
+    target_model: str
+    goodput_tokens_per_s: float
+    tokens_per_usd: float
+    joules_per_token: float
+    ttft_s: float | None
+    score: float
+    """The objective's score, on the same scale as the candidates' (``inf`` for energy: 0 J/token)."""
+    feasible: bool
+    """Meets the constraints that apply to it (goodput floor, cost and energy ceilings)."""
+
+    @property
+    def usd_per_million_tokens(self) -> float:
+        return 1e6 / self.tokens_per_usd
+
+    def status_fields(self) -> dict[str, Any]:
+        """Keyword arguments of the API's ``NoSpeculation``."""
+        return {
+            "predicted_goodput_tokens_per_s": self.goodput_tokens_per_s,
+            "predicted_tokens_per_usd": self.tokens_per_usd,
+            "predicted_joules_per_token": self.joules_per_token,
+            "ttft_s": self.ttft_s,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "goodputTokensPerS": self.goodput_tokens_per_s,
+            "tokensPerUsd": self.tokens_per_usd,
+            "usdPerMillionTokens": self.usd_per_million_tokens,
+            "joulesPerToken": self.joules_per_token,
+            "ttftS": self.ttft_s,
+            "score": self.score,
+            "feasible": self.feasible,
+        }
+
+
+@dataclass(frozen=True)
 class Selection:
     """What was chosen for one device class, what came next, and why."""
 
@@ -118,13 +160,35 @@ class Selection:
     """Allocatable memory less headroom; None when the device's memory was not given."""
     memory_assumed: bool = False
     """A memory budget was given but the choice's need is unknown: it was assumed to fit."""
+    no_speculation: NoSpeculation | None = None
+    """The target decoding alone, when the class's profiles measured it."""
+    speculation_gain: float | None = None
+    """The choice's relative lead over ``no_speculation`` on the objective; negative: it does not pay."""
 
-    def status_fields(self) -> dict[str, Any]:
-        """Keyword arguments of the API's ``DeviceClassSelection`` (all but ``selected_at``)."""
+    @property
+    def speculation_pays(self) -> bool | None:
+        """False when the target decoding alone beats the choice; None when not measured."""
+        return None if self.speculation_gain is None else self.speculation_gain > 0.0
+
+    def status_fields(self, fallback_requested: bool = False) -> dict[str, Any]:
+        """Keyword arguments of the API's ``DeviceClassSelection`` (all but ``selected_at``).
+
+        ``fallback_requested``: the deployment asks for cloud-only decoding where speculation does not
+        pay (``spec.cloudOnlyFallback``); the reason then says whether that applies here, and that the
+        edge server cannot serve it yet."""
+        reason = self.reason
+        if fallback_requested and self.speculation_pays is False:
+            reason += (
+                " spec.cloudOnlyFallback asks for cloud-only decoding where speculation does not pay, as "
+                "here, but the edge server cannot stream the verifier's own generation yet: this class "
+                "keeps speculating with the configuration above."
+            )
         return {
             **self.choice.choice_fields(),
             "memory_assumed": self.memory_assumed,
-            "reason": self.reason,
+            "no_speculation": None if self.no_speculation is None else self.no_speculation.status_fields(),
+            "speculation_gain": self.speculation_gain,
+            "reason": reason,
             "margin": self.margin,
             "runners_up": [c.choice_fields() for c in self.runners_up],
         }
@@ -144,6 +208,8 @@ class Selection:
             "excludedBy": dict(self.excluded_by),
             "memoryBudgetBytes": self.memory_budget_bytes,
             "memoryAssumed": self.memory_assumed,
+            "noSpeculation": None if self.no_speculation is None else self.no_speculation.to_dict(),
+            "speculationGain": self.speculation_gain,
         }
 
 

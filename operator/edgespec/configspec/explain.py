@@ -16,6 +16,7 @@ from edgespec.configspec.candidates import (
     CONSTRAINT_MEMORY,
     CONSTRAINT_MIN_GOODPUT,
     Candidate,
+    NoSpeculation,
 )
 
 _HEADLINE: dict[str, str] = {
@@ -140,6 +141,8 @@ def selection_reason(
     feasible: int,
     memory_checked: bool,
     memory_budget: float | None = None,
+    no_speculation: NoSpeculation | None = None,
+    speculation_gain: float | None = None,
 ) -> str:
     """Why ``choice`` won on its device class, in a few sentences."""
     parts = [
@@ -173,8 +176,34 @@ def selection_reason(
             f"Memory need of {choice.draft_model} {choice.quantization} is unknown (its profile has neither "
             f"memoryBytes nor modelSizeBytes): assumed to fit{budget}."
         )
+    if no_speculation is not None and speculation_gain is not None:
+        parts.append(speculation_sentence(kind, choice, no_speculation, speculation_gain))
     parts.append(origin_sentence(choice.origin))
     return " ".join(p for p in parts if p)
+
+
+def speculation_sentence(kind: ObjectiveKind, choice: Candidate, alone: NoSpeculation, gain: float) -> str:
+    """Whether speculating beats the target decoding alone on the objective, and by how much."""
+    if kind == "energy":
+        return (
+            "On edge energy speculation never pays: the target decoding alone drafts nothing, 0 J/token "
+            f"on the edge (against {choice.joules_per_token:.3f}); the model counts no cloud energy."
+        )
+    if kind == "goodput":
+        ours, theirs = choice.goodput_tokens_per_s, alone.goodput_tokens_per_s
+        unit = f"{theirs:.2f} tokens/s"
+    elif kind == "cost":
+        ours, theirs = choice.tokens_per_usd, alone.tokens_per_usd
+        unit = f"{theirs:,.0f} tokens/USD"
+    else:
+        ours, theirs = choice.score, alone.score
+        unit = f"score {theirs:.3f}"
+    if gain > 0.0:
+        return f"Speculation pays: {gain:.1%} better than the target decoding alone ({unit})."
+    return (
+        f"Speculation does NOT pay here: the target decoding alone gives {unit}, "
+        f"{theirs / ours - 1.0 if ours > 0 else float('inf'):.1%} better than this configuration."
+    )
 
 
 def origin_sentence(origin: str) -> str:

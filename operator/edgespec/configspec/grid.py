@@ -106,6 +106,12 @@ class ProfileGrid:
     verify_latency_s: FloatArray
     origin: tuple[str, ...] = ()
     """Per row, the profile's origin (measured, imported, illustrative; unknown when absent)."""
+    round_overhead_s: FloatArray | None = None
+    """Per row, fixed edge time per round beyond K / v_d and T_verify, s (0 when not measured)."""
+    target_per_token_s: FloatArray | None = None
+    """Per row, the target's per-token time decoding alone (cloud-only), s; NaN when not measured."""
+    target_ttft_s: FloatArray | None = None
+    """Per row, the target's time to first token over the link, s; NaN when not measured."""
     device_names: tuple[str, ...] = field(init=False)
     device_index: NDArray[np.intp] = field(init=False)
 
@@ -116,6 +122,11 @@ class ProfileGrid:
         n, nk = len(self.device_class), len(self.k_values)
         if not self.origin:
             object.__setattr__(self, "origin", ("unknown",) * n)
+        if self.round_overhead_s is None:
+            object.__setattr__(self, "round_overhead_s", np.zeros(n, dtype=np.float64))
+        for name in ("target_per_token_s", "target_ttft_s"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, np.nan, dtype=np.float64))
         for name in ("alpha", "acceptance_source", "verify_latency_s"):
             if getattr(self, name).shape != (n, nk):
                 raise ValueError(f"ProfileGrid.{name} must have shape ({n}, {nk})")
@@ -212,4 +223,11 @@ def build_grid(
         acceptance_source=sources,
         verify_latency_s=latencies,
         origin=tuple(s.origin or "unknown" for s in profiles),
+        round_overhead_s=np.array([s.round_overhead_s for s in profiles], dtype=np.float64),
+        target_per_token_s=np.array(
+            [s.target_decode.per_token_s if s.target_decode else np.nan for s in profiles], dtype=np.float64
+        ),
+        target_ttft_s=np.array(
+            [s.target_decode.ttft_s if s.target_decode else np.nan for s in profiles], dtype=np.float64
+        ),
     )

@@ -24,12 +24,21 @@ def committed_tokens_per_round(alpha: ArrayLike, k: ArrayLike) -> FloatArray:
 
 
 def goodput_tokens_per_s(
-    alpha: ArrayLike, k: ArrayLike, draft_tokens_per_s: ArrayLike, verify_latency_s: ArrayLike
+    alpha: ArrayLike,
+    k: ArrayLike,
+    draft_tokens_per_s: ArrayLike,
+    verify_latency_s: ArrayLike,
+    round_overhead_s: ArrayLike = 0.0,
 ) -> FloatArray:
-    """G(K) = (K alpha(K) + 1) / (K / v_d + T_verify), committed tokens per second."""
+    """G(K) = (K alpha(K) + 1) / (K / v_d + T_verify + o), committed tokens per second.
+
+    ``o`` is the fixed edge time of a round that neither drafting K tokens nor verification covers
+    (0 in the paper's model; measured by the profiler as ``roundOverheadS``)."""
     kf = np.asarray(k, dtype=np.float64)
-    round_s = kf / np.asarray(draft_tokens_per_s, dtype=np.float64) + np.asarray(
-        verify_latency_s, dtype=np.float64
+    round_s = (
+        kf / np.asarray(draft_tokens_per_s, dtype=np.float64)
+        + np.asarray(verify_latency_s, dtype=np.float64)
+        + np.asarray(round_overhead_s, dtype=np.float64)
     )
     return np.asarray(committed_tokens_per_round(alpha, kf) / round_s, dtype=np.float64)
 
@@ -45,11 +54,18 @@ def tokens_per_usd(alpha: ArrayLike, k: ArrayLike, price_usd_per_million_tokens:
 
 
 def joules_per_token(
-    alpha: ArrayLike, k: ArrayLike, draft_tokens_per_s: ArrayLike, power_watts: ArrayLike
+    alpha: ArrayLike,
+    k: ArrayLike,
+    draft_tokens_per_s: ArrayLike,
+    power_watts: ArrayLike,
+    round_overhead_s: ArrayLike = 0.0,
 ) -> FloatArray:
-    """E(K) = P (K / v_d) / (K alpha(K) + 1): edge drafting energy per committed token, joules."""
+    """E(K) = P (K / v_d + o) / (K alpha(K) + 1): edge drafting energy per committed token, joules
+    (the round's fixed edge time ``o`` is edge work too)."""
     kf = np.asarray(k, dtype=np.float64)
-    drafting_s = kf / np.asarray(draft_tokens_per_s, dtype=np.float64)
+    drafting_s = kf / np.asarray(draft_tokens_per_s, dtype=np.float64) + np.asarray(
+        round_overhead_s, dtype=np.float64
+    )
     return np.asarray(
         np.asarray(power_watts, dtype=np.float64) * drafting_s / committed_tokens_per_round(alpha, kf),
         dtype=np.float64,
@@ -73,8 +89,10 @@ def compute_metrics(grid: ProfileGrid) -> GridMetrics:
     """Goodput, tokens per USD and joules per token over the whole grid in three array expressions."""
     k = grid.k_values[np.newaxis, :]
     v_d = grid.draft_tokens_per_s[:, np.newaxis]
+    assert grid.round_overhead_s is not None  # filled in by ProfileGrid
+    overhead = grid.round_overhead_s[:, np.newaxis]
     return GridMetrics(
-        goodput_tokens_per_s=goodput_tokens_per_s(grid.alpha, k, v_d, grid.verify_latency_s),
+        goodput_tokens_per_s=goodput_tokens_per_s(grid.alpha, k, v_d, grid.verify_latency_s, overhead),
         tokens_per_usd=tokens_per_usd(grid.alpha, k, grid.price_usd_per_million_tokens[:, np.newaxis]),
-        joules_per_token=joules_per_token(grid.alpha, k, v_d, grid.power_watts[:, np.newaxis]),
+        joules_per_token=joules_per_token(grid.alpha, k, v_d, grid.power_watts[:, np.newaxis], overhead),
     )

@@ -32,6 +32,7 @@ from edgespec.configspec.candidates import (
     Candidate,
     Infeasible,
     InfeasibleError,
+    NoSpeculation,
     Selection,
 )
 from edgespec.configspec.explain import infeasible_message, selection_reason
@@ -187,6 +188,55 @@ def _scores(
     return np.asarray(score, dtype=np.float64), best
 
 
+def _no_speculation(
+    grid: ProfileGrid,
+    rows: NDArray[np.intp],
+    device: str,
+    objective: Objective,
+    constraints: Constraints,
+    best: Mapping[str, float],
+) -> NoSpeculation | None:
+    """The target decoding alone on ``device``, scored like the candidates; None when no profile of
+    the class measured it (the median when several did: they measure one target over one link)."""
+    assert grid.target_per_token_s is not None and grid.target_ttft_s is not None
+    per_token = grid.target_per_token_s[rows]
+    measured = np.isfinite(per_token)
+    if not measured.any():
+        return None
+    goodput = 1.0 / float(np.median(per_token[measured]))
+    tokens_per_usd_ = 1e6 / float(grid.price_usd_per_million_tokens[rows[0]])
+    ttft = grid.target_ttft_s[rows][measured]
+    if objective.kind == "goodput":
+        score = goodput
+    elif objective.kind == "cost":
+        score = tokens_per_usd_
+    elif objective.kind == "energy":
+        score = float("inf")  # 0 J/token on the edge
+    else:
+        assert objective.weights is not None
+        w_goodput, w_cost, w_energy = objective.weights.normalised()
+        score = w_goodput * goodput / best["goodput"] + w_cost * tokens_per_usd_ / best["cost"] + w_energy
+    floor, ceiling = constraints.min_goodput_tokens_per_s, constraints.max_usd_per_million_tokens
+    feasible = (floor is None or goodput >= floor) and (ceiling is None or 1e6 / tokens_per_usd_ <= ceiling)
+    return NoSpeculation(
+        device_class=device,
+        target_model=grid.target_model[int(rows[0])],
+        goodput_tokens_per_s=goodput,
+        tokens_per_usd=tokens_per_usd_,
+        joules_per_token=0.0,
+        ttft_s=float(np.median(ttft)) if np.isfinite(ttft).any() else None,
+        score=score,
+        feasible=bool(feasible),
+    )
+
+
+def _gain(choice: float, baseline: float) -> float:
+    """Relative lead of ``choice`` over ``baseline`` (higher-is-better scores); -1 against an infinite one."""
+    if np.isinf(baseline):
+        return 0.0 if np.isinf(choice) else -1.0
+    return choice / baseline - 1.0 if baseline > 0.0 else float("inf")
+
+
 def _candidate(
     grid: ProfileGrid,
     metrics: GridMetrics,
@@ -301,6 +351,8 @@ def rank_grid(
                 )
             )
         margin = _margin(choice.score, alternatives[0].score) if alternatives else None
+        baseline = _no_speculation(grid, rows, device, objective, constraints, best)
+        gain = None if baseline is None else _gain(choice.score, baseline.score)
         reason = selection_reason(
             kind=objective.kind,
             choice=choice,
@@ -314,6 +366,8 @@ def rank_grid(
             feasible=int(feasible.sum()),
             memory_checked=budget is not None,
             memory_budget=budget,
+            no_speculation=baseline,
+            speculation_gain=gain,
         )
         selections[device] = Selection(
             device_class=device,
@@ -329,6 +383,8 @@ def rank_grid(
             excluded_by=excluded_by,
             memory_budget_bytes=None if budget is None else int(budget),
             memory_assumed=budget is not None and choice.memory_need_bytes is None,
+            no_speculation=baseline,
+            speculation_gain=gain,
         )
     return Ranking(grid, metrics, objective, constraints, selections, infeasible, scores, need)
 

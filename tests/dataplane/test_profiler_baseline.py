@@ -1,0 +1,34 @@
+"""The profiler's two new measurements: the target decoding alone, and the per-round overhead."""
+
+from __future__ import annotations
+
+from edgespec_edge.llama_kv import LlamaRuntime
+from edgespec_edge.loop import RoundStats, VerifierClient
+from edgespec_edge.profiler import fit_round_time, measure_target_decode
+
+from .conftest import PROMPTS
+
+
+def _round(drafted: int, draft_s: float) -> RoundStats:
+    return RoundStats(
+        k=drafted, drafted=drafted, accepted=0, draft_s=draft_s, round_trip_s=0.01, verify_s=0.005
+    )
+
+
+def test_round_time_separates_the_fixed_cost_from_the_per_token_cost() -> None:
+    """Rounds of 1..8 tokens at 20 ms per token plus 5 ms per run: v_d 50 tokens/s, 5 ms + bookkeeping."""
+    rounds = [_round(k, 0.005 + 0.020 * k) for k in range(1, 9) for _ in range(3)]
+    v_d, overhead = fit_round_time(rounds, loop_other_s=0.001)
+    assert abs(v_d - 50.0) < 1e-6 and abs(overhead - 0.006) < 1e-9
+    plain = sum(r.drafted for r in rounds) / sum(r.draft_s for r in rounds)
+    assert plain < v_d  # without the term the fixed cost is smeared into a slower v_d
+    assert fit_round_time([_round(4, 0.1)] * 5, loop_other_s=0.0) == (40.0, 0.0)  # one size: no fit
+
+
+async def test_the_target_alone_is_measured_over_the_verify_endpoint(
+    client: VerifierClient, draft_runtime: LlamaRuntime
+) -> None:
+    prompts = [draft_runtime.tokenize(p) for p in PROMPTS[:2]]
+    measured = await measure_target_decode(client, prompts, tokens=6)
+    assert measured.samples == 2 * 5  # the first call per prompt is the TTFT, not a decode step
+    assert 0.0 < measured.per_token_s < measured.ttft_s  # a step is cheaper than a round trip + prompt read
