@@ -6,7 +6,9 @@ builders receive them as an explicit input.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +29,10 @@ class OperatorSettings(BaseSettings):
     image_pull_policy: str = Field(default="IfNotPresent")
     field_manager: str = Field(default="edgespec-operator", description="Server-side apply field manager.")
     workers: int = Field(default=4, ge=1, le=64, description="Deployments reconciled concurrently.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Least severe log record the operator prints (the chart's operator.logLevel).",
+    )
     namespaces: str = Field(default="", description="Comma-separated namespaces to watch; empty: all.")
     metrics_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of /metrics and /v1/telemetry; 0 disables both."
@@ -44,3 +50,8 @@ class OperatorSettings(BaseSettings):
     telemetry_interval_seconds: int = Field(
         default=30, ge=1, le=3600, description="How often each draft server pushes its counts."
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
