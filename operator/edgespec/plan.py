@@ -42,6 +42,7 @@ from edgespec.builders import (
     build_profiler_rbac,
     build_profiling_job,
     build_verifier,
+    build_verifier_disruption_budget,
 )
 from edgespec.builders.podspec import FETCH_CONTAINER
 from edgespec.configspec import Ranking, rank
@@ -591,6 +592,7 @@ def desired_children(
     """
     common = {"owner": owner, "spec": spec, "images": images, "model_cache": model_cache}
     children = build_verifier(VerifierInput(**common, token=SecretStr(token)))
+    children += build_verifier_disruption_budget(DeploymentInput(**common))
     for cls in status.device_classes:
         if cls.selection is None:
             continue

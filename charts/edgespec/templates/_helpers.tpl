@@ -83,6 +83,10 @@ namespace. Every rule says what it is for.
 - apiGroups: [apps]
   resources: [daemonsets, deployments]
   verbs: [get, list, watch, create, patch, update, delete]
+# The verifier's PodDisruptionBudget (more than one replica: a drain evicts one at a time).
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, update, delete]
 # The verifier's Service, the drafts' node-local Services, and each class's K ConfigMap.
 - apiGroups: [""]
   resources: [services, configmaps]

@@ -5,6 +5,7 @@ cluster, reads the environment or imports kopf (an import-linter contract keeps 
 is an argument, so each builder is tested without a cluster and a retry builds the same objects.
 """
 
+from edgespec.builders.disruption import build_verifier_disruption_budget
 from edgespec.builders.drafts import (
     build_draft_config_map,
     build_draft_daemon_set,
@@ -55,6 +56,7 @@ __all__ = [
     "build_profiling_job",
     "build_verifier",
     "build_verifier_deployment",
+    "build_verifier_disruption_budget",
     "build_verifier_secret",
     "build_verifier_service",
     "common_labels",
