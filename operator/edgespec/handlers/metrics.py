@@ -1,12 +1,17 @@
 """The operator's Prometheus metrics (served on ``/metrics`` by ``edgespec.handlers.http``).
 
 Names follow Prometheus conventions (``_total`` counters, base units). API requests are counted where
-the operator makes them (``edgespec.handlers.kube``); the watch streams kopf keeps open are not.
+the operator makes them (``edgespec.handlers.kube``); the watch streams kopf keeps open are not. The
+``edgespec_predicted_*`` gauges carry what ConfigSpec predicted for each class's chosen configuration,
+set from the status the reconcile writes, so a dashboard can set them against what the draft servers
+measure. Their namespace label is ``deployment_namespace``: a scrape adds its own ``namespace``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgespec.api.deployment import SpeculativeDeploymentStatus
 
 REGISTRY = CollectorRegistry()
 
@@ -46,3 +51,43 @@ WORKQUEUE_DEPTH = Gauge(
 )
 DEPLOYMENTS = Gauge("edgespec_deployments", "SpeculativeDeployments in the cache.", registry=REGISTRY)
 NODES = Gauge("edgespec_nodes", "Nodes in the cache.", registry=REGISTRY)
+
+_PER_CLASS = ["deployment_namespace", "deployment", "device_class"]
+PREDICTED_GOODPUT = Gauge(
+    "edgespec_predicted_goodput_tokens_per_second",
+    "Goodput ConfigSpec predicts for the class's chosen configuration, tokens/s per stream.",
+    _PER_CLASS,
+    registry=REGISTRY,
+)
+PREDICTED_TOKENS_PER_USD = Gauge(
+    "edgespec_predicted_tokens_per_usd",
+    "Committed tokens per USD of verification predicted for the class's chosen configuration.",
+    _PER_CLASS,
+    registry=REGISTRY,
+)
+PREDICTED_JOULES_PER_TOKEN = Gauge(
+    "edgespec_predicted_joules_per_token",
+    "Edge-device energy per committed token predicted for the class's chosen configuration, joules.",
+    _PER_CLASS,
+    registry=REGISTRY,
+)
+_PREDICTIONS = (PREDICTED_GOODPUT, PREDICTED_TOKENS_PER_USD, PREDICTED_JOULES_PER_TOKEN)
+_PREDICTED_CLASSES: dict[tuple[str, str], set[str]] = {}
+
+
+def record_predictions(namespace: str, name: str, status: SpeculativeDeploymentStatus | None) -> None:
+    """Set the predicted gauges of one deployment from its status; None (deleted) removes them.
+
+    A class that lost its selection, or left the spec, loses its series rather than keep a stale one.
+    """
+    selected = {} if status is None else {c.name: c.selection for c in status.device_classes if c.selection}
+    for gone in _PREDICTED_CLASSES.pop((namespace, name), set()) - set(selected):
+        for gauge in _PREDICTIONS:
+            gauge.remove(namespace, name, gone)
+    for device_class, choice in selected.items():
+        labels = (namespace, name, device_class)
+        PREDICTED_GOODPUT.labels(*labels).set(choice.predicted_goodput_tokens_per_s)
+        PREDICTED_TOKENS_PER_USD.labels(*labels).set(choice.predicted_tokens_per_usd)
+        PREDICTED_JOULES_PER_TOKEN.labels(*labels).set(choice.predicted_joules_per_token)
+    if selected:
+        _PREDICTED_CLASSES[(namespace, name)] = set(selected)

@@ -43,7 +43,7 @@ from edgespec.handlers.kube import (
     post_event,
     read_secret_value,
 )
-from edgespec.handlers.metrics import RECONCILE_SECONDS, RECONCILES, SELECTION_CHANGES
+from edgespec.handlers.metrics import RECONCILE_SECONDS, RECONCILES, SELECTION_CHANGES, record_predictions
 from edgespec.plan import Event, Plan, Rollout, desired_children, plan_status, profile_keys
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo, StuckPod, matches, now_utc, set_condition
@@ -137,6 +137,7 @@ class Reconciler:
     async def _reconcile(self, key: Key) -> None:
         body = self.cache.deployments.get(key)
         if body is None:
+            record_predictions(*key, None)
             return  # deleted: owner references let the garbage collector remove the children
         namespace, name = key
         meta = body["metadata"]
@@ -197,6 +198,7 @@ class Reconciler:
                 new.get("nodesSummary"),
                 new.get("kSummary"),
             )
+        record_predictions(namespace, name, plan.status)
         if plan.requeue_after_s is not None:
             self.requeue(key, plan.requeue_after_s)
         for event in plan.events:

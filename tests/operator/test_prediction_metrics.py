@@ -1,0 +1,47 @@
+"""The operator's predicted-metric gauges follow the selections in the status it writes."""
+
+from __future__ import annotations
+
+from edgespec.api.deployment import DeviceClassSelection, DeviceClassStatus, SpeculativeDeploymentStatus
+from edgespec.handlers.metrics import REGISTRY, record_predictions
+
+
+def _status(**goodput: float) -> SpeculativeDeploymentStatus:
+    return SpeculativeDeploymentStatus(
+        device_classes=[
+            DeviceClassStatus(
+                name=name,
+                selection=DeviceClassSelection(
+                    draft_model="gemma-270m",
+                    quantization="Q4_0",
+                    k=4,
+                    predicted_goodput_tokens_per_s=value,
+                    predicted_tokens_per_usd=value * 1000,
+                    predicted_joules_per_token=1 / value,
+                ),
+            )
+            for name, value in goodput.items()
+        ]
+        + [DeviceClassStatus(name="unselected")]
+    )
+
+
+def _sample(metric: str, device_class: str) -> float | None:
+    labels = {"deployment_namespace": "team-a", "deployment": "demo", "device_class": device_class}
+    return REGISTRY.get_sample_value(metric, labels)
+
+
+def test_gauges_carry_each_selected_class_and_drop_what_went_away() -> None:
+    record_predictions("team-a", "demo", _status(rpi5=20.0, jetson=50.0))
+    assert _sample("edgespec_predicted_goodput_tokens_per_second", "rpi5") == 20.0
+    assert _sample("edgespec_predicted_tokens_per_usd", "jetson") == 50_000.0
+    assert _sample("edgespec_predicted_joules_per_token", "jetson") == 0.02
+    assert _sample("edgespec_predicted_goodput_tokens_per_second", "unselected") is None
+
+    record_predictions("team-a", "demo", _status(jetson=40.0))
+    assert _sample("edgespec_predicted_goodput_tokens_per_second", "jetson") == 40.0
+    for metric in ("goodput_tokens_per_second", "tokens_per_usd", "joules_per_token"):
+        assert _sample(f"edgespec_predicted_{metric}", "rpi5") is None  # no stale series
+
+    record_predictions("team-a", "demo", None)  # the deployment was deleted
+    assert _sample("edgespec_predicted_goodput_tokens_per_second", "jetson") is None
