@@ -24,8 +24,15 @@ CRD_FILES = sorted((REPO / "crds").glob("*.yaml"))
 
 
 def field_descriptions(schema: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
-    """(path, description or None) of every field below ``schema``, as kubectl explain walks them."""
+    """(path, description or None) of every field below ``schema``, as kubectl explain walks them.
+
+    The root's ``metadata`` is the API server's ObjectMeta, which it describes itself (a CRD may not
+    say anything of it but its type).
+    """
     for name, sub in schema.get("properties", {}).items():
+        if path.count(".") == 0 and name == "metadata":
+            assert sub == {"type": "object"}, "a CRD may specify nothing of metadata but its type"
+            continue
         yield f"{path}.{name}", sub.get("description")
         yield from field_descriptions(sub, f"{path}.{name}")
     for key, suffix in (("items", "[]"), ("additionalProperties", ".*")):

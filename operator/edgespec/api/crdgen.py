@@ -114,7 +114,6 @@ _API_VERSION_DOC = (
     "recognized schemas to the latest internal value."
 )
 _KIND_DOC = "Kind is a string value representing the REST resource this object represents, in CamelCase."
-_METADATA_DOC = "Standard object metadata: name, namespace, labels, annotations."
 
 
 def _described(schema: JsonSchema, description: str) -> JsonSchema:
@@ -137,7 +136,7 @@ def _crd(
     properties: JsonSchema = {
         "apiVersion": {"description": _API_VERSION_DOC, "type": "string"},
         "kind": {"description": _KIND_DOC, "type": "string"},
-        "metadata": {"description": _METADATA_DOC, "type": "object"},
+        "metadata": {"type": "object"},  # the API server forbids anything else here, a description too
         "spec": spec_schema,
     }
     root = {
