@@ -16,6 +16,9 @@ lint-imports --no-cache
 echo "==> generated files are up to date"
 python -m edgespec.api.crdgen --check
 python -m edgespec.api.docgen --check
+python -m edgespec_dev.chartdocs --check
 python hack/make_illustrative_profiles.py --check
+echo "==> helm lint --strict"
+"$(python -m edgespec_dev.tools ensure helm | cut -d' ' -f2)" lint --strict charts/edgespec
 echo "==> pytest"
 python -m pytest -p no:cacheprovider -ra "$@"

@@ -2,7 +2,7 @@
 
 There is no Docker and no download of release binaries here, so every tool (the Kubernetes
 control plane and kubectl, the real node's kubelet and kube-proxy, CoreDNS, etcd, KWOK, Helm,
-toxiproxy) is compiled from the small wrapper Go
+helm-docs, toxiproxy) is compiled from the small wrapper Go
 modules under ``hack/go/`` with ``CGO_ENABLED=0``. The version of each tool is read from the
 ``require`` line of its wrapper ``go.mod`` (the single place to bump it), and the binary is cached
 outside the repo in ``${EDGESPEC_CACHE:-~/.cache/edgespec}/bin/<tool>-<version>/<tool>``. A build
@@ -74,6 +74,13 @@ TOOLS: dict[str, ToolSpec] = {
         ToolSpec("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3", 2),
         ToolSpec("kwok", "kwok", "sigs.k8s.io/kwok", "sigs.k8s.io/kwok/cmd/kwok", 2),
         ToolSpec("helm", "helm", "helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm", 4),
+        ToolSpec(
+            "helm-docs",
+            "helm-docs",
+            "github.com/norwoodj/helm-docs",
+            "github.com/norwoodj/helm-docs/cmd/helm-docs",
+            3,
+        ),
         ToolSpec(
             "toxiproxy-server",
             "toxiproxy",
@@ -204,6 +211,8 @@ def _ldflags(spec: ToolSpec, version: str) -> list[str]:
         return [f"-X sigs.k8s.io/kwok/pkg/consts.Version={version}"]
     if spec.module_dir == "helm":
         return [f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    if spec.module_dir == "helm-docs":
+        return [f"-X main.version={version.lstrip('v')}"]
     if spec.module_dir == "toxiproxy":
         return [f"-X github.com/Shopify/toxiproxy/v2.Version={version.lstrip('v')}"]
     return []

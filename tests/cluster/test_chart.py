@@ -34,6 +34,7 @@ from edgespec.builders import (
     build_profiler_rbac,
     build_profiling_job,
     build_verifier,
+    build_verifier_disruption_budget,
 )
 from edgespec_dev.cluster import Cluster
 
@@ -123,6 +124,7 @@ def _builder_manifests(namespace: str) -> list[dict[str, Any]]:
             ],
             "deviceClasses": [{"name": "rpi5", "nodeSelector": {"edgespec.dev/device-class": "rpi5"}}],
             "profiling": {"promptsConfigMap": "prompts"},
+            "verifier": {"replicas": 2},  # two replicas: the verifier gets a PodDisruptionBudget
         }
     )
     owner = Owner(name="chart-test", namespace=namespace, uid=str(uuid.uuid4()))
@@ -132,6 +134,7 @@ def _builder_manifests(namespace: str) -> list[dict[str, Any]]:
     return [
         *build_profiler_rbac(owner),
         *build_verifier(VerifierInput(**common, token="t0ken")),
+        *build_verifier_disruption_budget(DeploymentInput(**common)),
         *build_draft_servers(
             DraftServerInput(**common, **choice, k=4, telemetry=Telemetry(url="http://op:8080/v1/telemetry"))
         ),
