@@ -40,7 +40,13 @@ from edgespec_edge.llama_kv import LlamaRuntime
 from edgespec_edge.loop import Drafter, GenerationStats, VerifierClient
 from edgespec_edge.models import builtin_catalog
 from edgespec_edge.power import NominalSensor
-from edgespec_edge.profiler import DraftUnderTest, load_prompts, measure_acceptance, measure_draft
+from edgespec_edge.profiler import (
+    DraftUnderTest,
+    load_prompts,
+    measure_acceptance,
+    measure_draft,
+    measure_target_decode,
+)
 
 
 def log(message: str) -> None:
@@ -132,9 +138,29 @@ async def run_loop(
     return await measure_acceptance(drafter, client, prompts, k, tokens, steady_state=True)
 
 
-def goodput(k: int, alpha: float, v_d: float, t_verify: float) -> float:
-    """ConfigSpec's G(K), tokens/s, for one cell."""
-    return float(goodput_tokens_per_s(alpha, k, v_d, t_verify))
+def goodput(k: int, alpha: float, v_d: float, t_verify: float, overhead_s: float = 0.0) -> float:
+    """ConfigSpec's G(K), tokens/s, for one cell (``overhead_s``: the per-round term)."""
+    return float(goodput_tokens_per_s(alpha, k, v_d, t_verify, overhead_s))
+
+
+async def target_alone(url: str, token: str, prompts: list[list[int]], tokens: int) -> dict[str, float]:
+    """The target decoding alone through ``url``: its per-token time at the verifier (what a stream
+    delivers after the first token), TTFT, and the goodput of one verify call per token (what this
+    verify API gives a client without a streaming endpoint)."""
+    client = VerifierClient(url, token)
+    try:
+        started = time.perf_counter()
+        measured = await measure_target_decode(client, prompts, tokens)
+        elapsed = time.perf_counter() - started
+    finally:
+        await client.close()
+    return {
+        "per_token_s": measured.per_token_s,
+        "ttft_s": measured.ttft_s,
+        "streamed_goodput": 1.0 / measured.per_token_s,
+        "per_call_goodput": measured.samples / max(elapsed - len(prompts) * measured.ttft_s, 1e-9),
+        "samples": measured.samples,
+    }
 
 
 async def loopback_overhead(url: str, token: str, calls: int) -> dict[str, float]:
@@ -168,8 +194,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "EDGESPEC_VERIFIER_PORT": str(port),
         "EDGESPEC_VERIFIER_HOST": "127.0.0.1",
     }
+    command = [sys.executable, "-m", "edgespec_verifier"]
+    if args.no_extra_buffers:  # the same llama.cpp setting in the verifier's process
+        bench_dir = str(Path(__file__).resolve().parent)
+        env["PYTHONPATH"] = bench_dir + os.pathsep + env.get("PYTHONPATH", "")
+        command = [
+            sys.executable,
+            "-c",
+            "import no_amx, runpy; no_amx.apply(); "
+            "runpy.run_module('edgespec_verifier', run_name='__main__')",
+        ]
     verifier = subprocess.Popen(
-        [sys.executable, "-m", "edgespec_verifier"],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -191,6 +227,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "rtts_ms": args.rtt if proxy else [0],
             "ks": args.k,
             "drafts": [],
+            "target_alone": {},
+            "no_extra_buffers": args.no_extra_buffers,
         }
         result["loopback_overhead"] = await loopback_overhead(direct, token, args.overhead_calls)
         log(f"loopback overhead per verify call: {result['loopback_overhead']}")
@@ -215,6 +253,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await direct_client.close()
             spec = measured_draft.profile.spec
             decode_alone = measured_draft.decode_tokens_per_s
+            plain_v_d = measured_draft.plain_tokens_per_s
+            overhead_s = spec.round_overhead_s
             alpha = {p.k: p.alpha for p in spec.acceptance}
             t_verify = {p.k: p.seconds for p in spec.verify_latency.measured}
             row: dict[str, Any] = {
@@ -222,6 +262,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "quantization": entry.quantization,
                 "size_bytes": path.stat().st_size,
                 "v_d": spec.draft_tokens_per_s,
+                "plain_v_d": plain_v_d,
+                "round_overhead_s": overhead_s,
+                "target_decode": None if spec.target_decode is None else spec.target_decode.model_dump(),
                 "decode_tokens_per_s": decode_alone,
                 "alpha": alpha,
                 "t_verify_s": t_verify,
@@ -242,7 +285,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             run_alpha = stats.accepted / stats.drafted if stats.drafted else 0.0
                             run_t_verify = statistics.mean(r.round_trip_s for r in stats.rounds)
                             run_draft_s = statistics.mean(r.draft_s for r in stats.rounds)
-                            predicted = goodput(k, alpha[k], spec.draft_tokens_per_s, t_verify[k] + rtt / 1e3)
+                            predicted = goodput(
+                                k, alpha[k], spec.draft_tokens_per_s, t_verify[k] + rtt / 1e3, overhead_s
+                            )
+                            predicted_plain = goodput(k, alpha[k], plain_v_d, t_verify[k] + rtt / 1e3)
                             bound = goodput(k, run_alpha, spec.draft_tokens_per_s, run_t_verify)
                             bound_alone = goodput(k, run_alpha, decode_alone, run_t_verify)
                             run = {
@@ -251,6 +297,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 "goodput": measured,
                                 "predicted": predicted,
                                 "prediction_error": (predicted - measured) / measured,
+                                "predicted_without_overhead": predicted_plain,
+                                "prediction_error_without_overhead": (predicted_plain - measured) / measured,
                                 "bound": bound,
                                 "efficiency": measured / bound,
                                 "efficiency_vs_decode_alone": measured / bound_alone,
@@ -280,6 +328,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 drafter.close()
                 runtime.close()
             result["drafts"].append(row)
+        tokenize = LlamaRuntime(ensure(args.draft[0]), n_ctx=2048, n_threads=1)
+        try:
+            prompt_ids = [tokenize.tokenize(p) for p in prompts]
+        finally:
+            tokenize.close()
+        for rtt in result["rtts_ms"]:  # the target alone at every RTT, in the same run
+            if proxy is not None and rtt:
+                proxy.set_rtt(rtt)
+            url = direct if rtt == 0 or proxy is None else proxy.url
+            result["target_alone"][str(rtt)] = await target_alone(url, token, prompt_ids, args.tokens)
+            log(f"target alone RTT={rtt}ms: {result['target_alone'][str(rtt)]}")
+            if proxy is not None:
+                proxy.set_rtt(0)
+        result["no_speculation"] = no_speculation_table(result)
         runs = [r for d in result["drafts"] for r in d["runs"]]
         errors = [abs(r["prediction_error"]) for r in runs]
         efficiencies = [r["efficiency"] for r in runs]
@@ -291,6 +353,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "min_efficiency": min(efficiencies),
             "median_efficiency_vs_decode_alone": statistics.median(alone),
             "min_efficiency_vs_decode_alone": min(alone),
+            "median_abs_error_by_k": {
+                k: statistics.median(abs(r["prediction_error"]) for r in runs if r["k"] == k) for k in args.k
+            },
+            "median_abs_error_by_k_without_overhead": {
+                k: statistics.median(abs(r["prediction_error_without_overhead"]) for r in runs if r["k"] == k)
+                for k in args.k
+            },
             "in_loop_overhead_ms": statistics.median(
                 r["round_trip_minus_verify_s"] for r in runs if r["rtt_ms"] == 0
             )
@@ -302,6 +371,40 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             proxy.close()
         verifier.terminate()
         verifier.wait(30)
+
+
+def no_speculation_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per RTT: what the model ranks first (a speculative (draft, K) or the target alone, from the
+    profiles' own targetDecode) and what measured best in this run (the runs, or the target alone's
+    streamed per-token speed measured at that RTT)."""
+    rows = []
+    for rtt in result["rtts_ms"]:
+        cells = [(d, r) for d in result["drafts"] for r in d["runs"] if r["rtt_ms"] == rtt]
+        decodes = [d["target_decode"] for d in result["drafts"] if d["target_decode"]]
+        alone_predicted = 1.0 / statistics.median(t["per_token_s"] for t in decodes) if decodes else None
+        alone_measured = result["target_alone"][str(rtt)]["streamed_goodput"]
+        best_pred = max(cells, key=lambda c: c[1]["predicted"])
+        best_meas = max(cells, key=lambda c: c[1]["goodput"])
+        ranked_alone = alone_predicted is not None and alone_predicted > best_pred[1]["predicted"]
+        measured_alone = alone_measured > best_meas[1]["goodput"]
+        rows.append(
+            {
+                "rtt_ms": rtt,
+                "ranked": "target alone"
+                if ranked_alone
+                else f"{best_pred[0]['draft']} K={best_pred[1]['k']}",
+                "ranked_predicted": alone_predicted if ranked_alone else best_pred[1]["predicted"],
+                "best_speculative_predicted": best_pred[1]["predicted"],
+                "target_alone_predicted": alone_predicted,
+                "measured_best": "target alone"
+                if measured_alone
+                else f"{best_meas[0]['draft']} K={best_meas[1]['k']}",
+                "best_speculative_measured": best_meas[1]["goodput"],
+                "target_alone_measured": alone_measured,
+                "target_alone_per_call": result["target_alone"][str(rtt)]["per_call_goodput"],
+            }
+        )
+    return rows
 
 
 BEGIN, END = "<!-- dataplane:begin -->", "<!-- dataplane:end -->"
@@ -346,6 +449,7 @@ def docs_section(result: dict[str, Any]) -> str:
     every_cell = summary["min_efficiency"] >= 0.90
     calls_met = overhead["median_ms"] < 1.0
     in_loop_met = summary["in_loop_overhead_ms"] < 1.0
+    by_k_met = all(v <= 0.05 for v in summary["median_abs_error_by_k"].values())
     return "\n".join(
         [
             "## Data plane: goodput per (draft, K) over an emulated edge-cloud round trip",
@@ -368,13 +472,20 @@ def docs_section(result: dict[str, Any]) -> str:
             "before and apart from the goodput runs: v_d (drafted tokens over drafting time in its own loop "
             "runs), alpha(K) and T_verify(K) (median verify round trip), from steady-state rounds. "
             "**goodput** is steady state: tokens after each prompt's first round over the time after it. "
-            "**predicted** is ConfigSpec's G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT) "
+            "**predicted** is ConfigSpec's G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT + o) "
             "(`edgespec.configspec.metrics.goodput_tokens_per_s`) from that profile plus the emulated RTT; "
             "**error** = (predicted - measured) / measured. **bound** is the same formula with the profile's "
             "v_d and the run's own alpha and mean verify round trip: what a loop with no cost of its own "
             "would reach; **efficiency** = measured / bound.",
             "",
-            "Profiles (inputs of the prediction):",
+            (
+                "Models were loaded with llama.cpp's extra buffer types off (`--no-extra-buffers`, "
+                "`bench/no_amx.py`: this VM advertises AMX and traps it), which also turns off weight "
+                "repacking; speeds are not comparable with runs before that.\n\n"
+                if result.get("no_extra_buffers")
+                else ""
+            )
+            + "Profiles (inputs of the prediction):",
             "",
             profile_table(result),
             "",
@@ -391,6 +502,29 @@ def docs_section(result: dict[str, Any]) -> str:
             f"{summary['median_efficiency_vs_decode_alone'] * 100:.1f}%, minimum "
             f"{summary['min_efficiency_vs_decode_alone'] * 100:.0f}%.",
             "",
+            "Prediction error by K, median |error| over drafts and RTTs, without the per-round overhead "
+            "term (v_d as drafted tokens over drafting time, the paper's model) and with it (v_d and "
+            "roundOverheadS fitted by `edgespec_edge.profiler.fit_round_time`; "
+            + ", ".join(
+                f"{d['draft']} {d['round_overhead_s'] * 1e3:.2f} ms per round, v_d {d['v_d']:.1f} "
+                f"(without the term {d['plain_v_d']:.1f}) tokens/s"
+                for d in result["drafts"]
+            )
+            + "):",
+            "",
+            error_by_k_table(result),
+            "",
+            f"With the overhead term every K is within 5%: **{'met' if by_k_met else 'not met'}**.",
+            "",
+            "No speculation, per RTT: what the model ranks first among every (draft, K) of this run and "
+            "the target decoding alone (predicted from the profiles' `targetDecode`: 1 / the verifier's "
+            "per-token time), and what measured best in the same run (the target alone measured at that "
+            "RTT as its per-token time at the verifier, i.e. what a stream delivers after the first token; "
+            "the verifier has no streaming generate endpoint yet, so the last column gives what one verify "
+            "call per token through the link reaches instead):",
+            "",
+            no_speculation_markdown(result),
+            "",
             "Per-call overhead of the verify round trip on loopback (edge-side round trip minus the "
             "verifier's own time, which starts when its handler runs and covers body parsing, queueing and "
             f"the engine): **{overhead['median_ms']:.2f} ms** median over {overhead['calls']} calls with K=1 "
@@ -400,6 +534,34 @@ def docs_section(result: dict[str, Any]) -> str:
             f"for verify calls on loopback, **{'met' if in_loop_met else 'not met'}** inside the loop.",
         ]
     )
+
+
+def error_by_k_table(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    lines = ["| K | without the overhead term | with it |", "| ---: | ---: | ---: |"]
+    for k in result["ks"]:
+        before = summary["median_abs_error_by_k_without_overhead"][k]
+        after = summary["median_abs_error_by_k"][k]
+        lines.append(f"| {k} | {before * 100:.1f}% | {after * 100:.1f}% |")
+    return "\n".join(lines)
+
+
+def no_speculation_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| RTT ms | ranked first | predicted tok/s | best speculative, predicted | target alone, predicted "
+        "| measured best | best speculative, measured | target alone, measured (stream) "
+        "| target alone, one call per token |",
+        "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for row in result["no_speculation"]:
+        alone = row["target_alone_predicted"]
+        lines.append(
+            f"| {row['rtt_ms']:g} | {row['ranked']} | {row['ranked_predicted']:.1f} | "
+            f"{row['best_speculative_predicted']:.1f} | {'-' if alone is None else f'{alone:.1f}'} | "
+            f"{row['measured_best']} | {row['best_speculative_measured']:.1f} | "
+            f"{row['target_alone_measured']:.1f} | {row['target_alone_per_call']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def write_docs(path: Path, section: str) -> None:
@@ -413,8 +575,9 @@ def write_docs(path: Path, section: str) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| draft | quant | RTT ms | K | alpha | goodput tok/s | predicted | error | bound | efficiency |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| draft | quant | RTT ms | K | alpha | goodput tok/s | predicted | error | error without overhead "
+        "| bound | efficiency |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for draft in result["drafts"]:
         for run in draft["runs"]:
@@ -422,6 +585,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {draft['draft']} | {draft['quantization']} | {run['rtt_ms']:g} | {run['k']} | "
                 f"{run['alpha']:.2f} | "
                 f"{run['goodput']:.1f} | {run['predicted']:.1f} | {run['prediction_error'] * 100:+.1f}% | "
+                f"{run['prediction_error_without_overhead'] * 100:+.1f}% | "
                 f"{run['bound']:.1f} | {run['efficiency'] * 100:.0f}% |"
             )
     return "\n".join(lines)
@@ -445,12 +609,22 @@ def main() -> None:
         "--overhead-calls", type=int, default=200, help="verify calls for the loopback overhead"
     )
     parser.add_argument("--overhead-only", action="store_true", help="measure only the loopback overhead")
+    parser.add_argument(
+        "--no-extra-buffers",
+        action="store_true",
+        help="load models with llama.cpp's extra buffer types off (bench/no_amx.py: CPUs that trap AMX)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the goodput table as Markdown")
     parser.add_argument(
         "--write-docs", type=Path, metavar="MD", help="rewrite the data-plane section of this Markdown file"
     )
     args = parser.parse_args()
     args.draft = args.draft or ["gemma3-270m-b16", "gemma3-270m-q4_0"]
+    if args.no_extra_buffers:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import no_amx
+
+        no_amx.apply()
     load_start, (busy_start, steal_start, own_start), started = (
         os.getloadavg(),
         cpu_seconds(),
