@@ -256,3 +256,53 @@ def test_the_readme_describes_every_value() -> None:
         parts = path.split(".")
         described = [rows[p] for p in (".".join(parts[:i]) for i in range(len(parts), 0, -1)) if p in rows]
         assert described and described[0], f"{path} has no description in values.yaml (# -- ...)"
+
+
+@pytest.mark.cluster
+def test_the_chart_installs_upgrades_and_uninstalls(cluster: Cluster) -> None:
+    """A real release on the local cluster (the operator pod lands on a KWOK node, which reports it ready)."""
+    namespace = "edgespec-install-test"
+    common = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
+    # the CRDs are already applied by other tests, outside Helm: the release must not claim them
+    values = set_json(
+        {
+            "crds.install": False,
+            "networkPolicy.enabled": True,
+            "networkPolicy.workloadNamespaces": [namespace],
+        }
+    )
+    try:
+        installed = run_helm(
+            "install",
+            "es-real",
+            str(CHART),
+            *common,
+            "--create-namespace",
+            *values,
+            "--wait",
+            "--timeout",
+            "180s",
+        )
+        assert installed.returncode == 0, installed.stderr
+        upgraded = run_helm(
+            "upgrade", "es-real", str(CHART), *common, *values, "--set", "operator.logLevel=DEBUG", "--wait",
+            "--timeout", "180s",
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stderr
+        deployment = json.loads(
+            cluster.kubectl("get", "deployment", "es-real-edgespec", "-n", namespace, "-o", "json").stdout
+        )
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "EDGESPEC_LOG_LEVEL", "value": "DEBUG"} in env
+        assert deployment["status"].get("readyReplicas") == 1
+        policies = cluster.kubectl("get", "networkpolicies", "-n", namespace, "-o", "name").stdout.split()
+        assert sorted(policies) == [
+            "networkpolicy.networking.k8s.io/es-real-edgespec-operator",
+            "networkpolicy.networking.k8s.io/es-real-edgespec-verifiers",
+        ]
+        refused = run_helm("upgrade", "es-real", str(CHART), *common, "--set", "operator.workers=abc")
+        assert refused.returncode != 0 and "/operator/workers" in refused.stderr
+    finally:
+        uninstalled = run_helm("uninstall", "es-real", *common, "--wait", "--timeout", "120s")
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
+    assert uninstalled.returncode == 0, uninstalled.stderr
