@@ -271,7 +271,10 @@ class Cluster:
             alive_before = [c for c, s in self.status().items() if s.startswith("running")]
             self.node.stop()
             stopped += [c for c in NODE_COMPONENTS if c in alive_before]
-        stopped += self._stop_components(list(COMPONENTS), timeout_s)
+        # etcd last: an API server with the lease endpoint reconciler (real node) removes its
+        # endpoint on the way out and would wait for a dead etcd until SIGKILL.
+        stopped += self._stop_components([c for c in COMPONENTS if c != "etcd"], timeout_s)
+        stopped += self._stop_components(["etcd"], timeout_s)
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / "pids.json").unlink()
         return stopped

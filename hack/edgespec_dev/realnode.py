@@ -290,8 +290,14 @@ class RealNode:
             state = json.loads((cluster.data_dir / "node" / "node.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        node = cls(cluster, RealNodeOptions(name=state["name"], subnet=state["network"]["subnet"]))
-        return node
+        options = RealNodeOptions(
+            name=state["name"],
+            device_class=state.get("device_class", DEFAULT_DEVICE_CLASS),
+            role=state.get("role", DEFAULT_ROLE),
+            subnet=state["network"]["subnet"],
+            labels=state.get("labels", {}),
+        )
+        return cls(cluster, options)
 
     # ---- paths and properties ------------------------------------------------------------------
     @property
@@ -353,7 +359,7 @@ class RealNode:
 
     def join(self, deadline: float, die_with_parent: bool = False) -> None:
         """Start containerd, kubelet, kube-proxy and CoreDNS; wait until the node is Ready."""
-        cluster = self.cluster
+        cluster, started = self.cluster, time.monotonic()
         if _port_open("127.0.0.1", 9):
             raise RealNodeError("something listens on 127.0.0.1:9, the dead proxy containerd's pulls use")
         self._write_configs()
@@ -391,6 +397,7 @@ class RealNode:
         cluster._wait_http("kube-proxy", f"http://{self.ip}:10256/healthz", None, deadline)
         cluster.wait_for_nodes_ready([self.name], max(10.0, deadline - time.monotonic()), component="kubelet")
         netguard.ensure_jumps_first(self.network)
+        _say(f"real node: {self.name} ({self.ip}) Ready in {time.monotonic() - started:.1f}s")
 
     def stop(self) -> list[str]:
         """Stop the node and remove all it made (idempotent; also after a crash)."""
@@ -458,6 +465,9 @@ class RealNode:
     def _write_state(self) -> None:
         state = {
             "name": self.name,
+            "device_class": self.options.device_class,
+            "role": self.options.role,
+            "labels": dict(self.options.labels),
             "network": self.network.to_json(),
             "data_dir": str(self.cluster.data_dir),
             "run_dir": str(self.run_dir),
@@ -475,7 +485,7 @@ class RealNode:
             if recorded["data_dir"] != str(self.cluster.data_dir):
                 old = type(self.cluster)(Path(recorded["data_dir"]), self.cluster.name)
                 if old.node is not None:
-                    print(f"real node: cleaning up a crashed run in {old.data_dir}", file=sys.stderr)
+                    _say(f"real node: cleaning up a crashed run in {old.data_dir}")
                     old.stop()
         self.stop()
 
@@ -895,4 +905,8 @@ def _dns_label(name: str) -> str:
 def _timed(what: str, step: Callable[[], object]) -> None:
     started = time.monotonic()
     step()
-    print(f"real node: {what} ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    _say(f"real node: {what} ready in {time.monotonic() - started:.1f}s")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
