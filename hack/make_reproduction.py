@@ -240,6 +240,8 @@ def _fmt(values: Mapping[str, float], pattern: str) -> str:
 
 
 def _k_with_edge(c: Candidate, k_range: tuple[int, int]) -> str:
+    if c.k == 1:
+        return "K*=1 (the smallest K there is)"
     edge = " (grid edge)" if c.k in k_range else ""
     return f"K*={c.k}{edge}"
 
@@ -484,7 +486,8 @@ acceptance from the same generator law at every K (`make_profiles(k_values)` in 
 Reproduce: `PYTHONPATH=operator:hack python hack/make_reproduction.py`, or with the command line:
 `edgespec rank --profiles samples/profiles/paper-illustrative.yaml --verify-latency 0.5
 --device-memory rpi4b=8Gi,rpi5=8Gi,jetson-agx-orin=64Gi --objective goodput` (then `cost`, `energy`;
-add `--k 1-32` for the wider grid of the measured points, extrapolated beyond them).
+add `--k 1-64` for a wider grid: there the model extrapolates the measured points, while this page
+uses the generator's own law at every K).
 `tests/configspec/test_reproduction.py` asserts what this page says.
 
 ## Findings
@@ -497,7 +500,8 @@ draft run for cost (K = 2), our reading of the paper's 46%.
 
 ## Where we differ, and why
 
-- **RPi 5 K\\* (6-7 in the paper):** only the Qwen3 drafts (0.6B at about 9.5 tokens/s) reach it; the
+- **RPi 5 K\\* (6-7 in the paper):** only the Qwen3 drafts (0.6B at about 9.5 tokens/s) reach it (K = 6;
+  their profiles list even K only, so their grid is 2, 4, ..., 10, and the wider grid agrees); the
   Llama 1B drafts at about 5.7 tokens/s have their optimum at K = 2. An earlier version of this page
   ranked Llama and Qwen3 drafts together and reported K\\* = 7 for the RPi 5 from a Qwen3 draft; that
   mixed two targets and is withdrawn.
