@@ -8,6 +8,7 @@ are what a cluster serves (``crdgen --check`` keeps them equal to the types).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,23 @@ def test_kubectl_get_shows_readiness_and_the_verifier_endpoint() -> None:
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Endpoint"]["jsonPath"] == ".status.verifier.endpoint"
     assert columns["K"]["jsonPath"] == ".status.kSummary"
+
+
+@pytest.mark.cluster
+def test_kubectl_explain_shows_the_descriptions(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cases = {
+        "specdeploy.spec.speculativeLength.min": "Smallest K considered (draft tokens per round).",
+        "specdeploy.spec.deviceClasses.tolerations": "Taints the class's draft servers and profilers",
+        "specdeploy.status.verifier.endpoint": "URL of the verifier Service inside the cluster",
+        "edgeprofile.spec.verifyLatency": "T_verify model.",
+    }
+    for field, text in cases.items():
+        for _ in range(60):  # discovery and OpenAPI publish a new CRD a moment after it is Established
+            result = cluster.kubectl("explain", field, check=False)
+            if result.returncode == 0:
+                break
+            time.sleep(1)
+        assert result.returncode == 0, result.stderr
+        assert text in " ".join(result.stdout.split()), result.stdout
