@@ -57,3 +57,44 @@ def test_just_below_one_is_not_one() -> None:
     assert float(alpha[-1]) == pytest.approx(float(exact_alpha(0.999995, 64)), rel=1e-15)
     assert 1.0 - float(alpha[-1]) == pytest.approx(65 / 2 * 5e-6, rel=1e-3)
     assert float(geometric_alpha(1.0, 64)) == 1.0 and float(geometric_alpha(0.0, 64)) == 0.0
+
+
+def test_pareto_front_near_one_matches_exact_arithmetic() -> None:
+    """Three drafts accepted almost always, K = 1..64: the front equals the one computed in exact
+    rationals (snapping alpha to 1 used to flatten alpha(K) and drop members)."""
+    from edgespec.configspec import rank
+
+    from .conftest import make_profile
+
+    drafts = [("d0", 0.999995, 40.0, 5.0), ("d1", 0.99999, 60.0, 8.0), ("d2", 0.9999995, 20.0, 3.0)]
+    profiles = [
+        make_profile(
+            draft_model=n, acceptance=[], per_token_acceptance=a, draft_tokens_per_s=v, power_watts=w
+        )
+        for n, a, v, w in drafts
+    ]
+    front = rank(profiles, k_values=list(range(1, 65))).selections["rpi5"].pareto_front
+    price, t_verify = Fraction(9, 10) / 10**6, Fraction(1, 2)  # the profiles' target price and T_verify
+    cells = []
+    for name, a, v, w in drafts:
+        for k in range(1, 65):
+            alpha = exact_alpha(a, k)
+            committed = k * alpha + 1
+            drafting = Fraction(k) / Fraction(v)
+            cells.append(
+                (
+                    name,
+                    k,
+                    committed / (drafting + t_verify),
+                    (alpha + Fraction(1, k)) / price,
+                    Fraction(w) * drafting / committed,
+                )
+            )
+    exact = {
+        (n, k)
+        for n, k, g, c, e in cells
+        if not any(
+            g2 >= g and c2 >= c and e2 <= e and (g2 > g or c2 > c or e2 < e) for _, _, g2, c2, e2 in cells
+        )
+    }
+    assert {(c.draft_model, c.k) for c in front} == exact and len(exact) > 100
