@@ -190,18 +190,22 @@ async def measure_target_decode(
 def fit_round_time(rounds: Sequence[RoundStats], loop_other_s: float) -> tuple[float, float]:
     """(v_d, round overhead s): a round drafts in ``overhead + drafted / v_d`` seconds.
 
-    Least squares of each round's drafting time against its drafted tokens: the slope is the time per
-    draft token, the intercept the fixed cost of a draft run (starting it, the extra token read after a
-    full acceptance, sampling). ``loop_other_s`` is the loop's own time per round outside drafting and
-    verification (bookkeeping); it is added to the overhead. Falls back to drafted tokens over drafting
-    time, with no overhead, when the rounds cannot separate the two (one round size, or a slope <= 0).
+    A line through the median drafting time of the rounds of each size (drafted tokens), weighted by
+    how many rounds each median stands for (medians: a round slowed by another process does not tilt
+    the line): the slope is the time per draft token, the intercept the fixed cost of a draft run
+    (starting it, the extra token read after a full acceptance, sampling). ``loop_other_s`` is the
+    loop's own time per round outside drafting and verification (bookkeeping); it is added to the
+    overhead. Falls back to drafted tokens over drafting time, with no overhead, when the rounds cannot
+    separate the two (one round size, or a slope <= 0).
     """
     drafted = np.array([r.drafted for r in rounds], dtype=np.float64)
     seconds = np.array([r.draft_s for r in rounds], dtype=np.float64)
     plain = float(drafted.sum() / seconds.sum()) if seconds.sum() > 0 else 0.0
-    if len(np.unique(drafted)) < 2:
+    sizes, counts = np.unique(drafted, return_counts=True)
+    if len(sizes) < 2:
         return plain, max(0.0, loop_other_s)
-    slope, intercept = np.polyfit(drafted, seconds, 1)
+    medians = np.array([np.median(seconds[drafted == n]) for n in sizes])
+    slope, intercept = np.polyfit(sizes, medians, 1, w=np.sqrt(counts))
     if slope <= 0.0:
         return plain, max(0.0, loop_other_s)
     return 1.0 / float(slope), max(0.0, float(intercept)) + max(0.0, loop_other_s)

@@ -23,6 +23,9 @@ def test_round_time_separates_the_fixed_cost_from_the_per_token_cost() -> None:
     plain = sum(r.drafted for r in rounds) / sum(r.draft_s for r in rounds)
     assert plain < v_d  # without the term the fixed cost is smeared into a slower v_d
     assert fit_round_time([_round(4, 0.1)] * 5, loop_other_s=0.0) == (40.0, 0.0)  # one size: no fit
+    stalled = [*rounds, _round(1, 1.0)]  # one round slowed by another process does not tilt the line
+    v_d, overhead = fit_round_time(stalled, loop_other_s=0.001)
+    assert abs(v_d - 50.0) < 1e-6 and abs(overhead - 0.006) < 1e-9
 
 
 async def test_the_target_alone_is_measured_over_the_verify_endpoint(
