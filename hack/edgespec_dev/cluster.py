@@ -269,12 +269,15 @@ class Cluster:
         stopped = []
         if self.node is not None:
             alive_before = [c for c, s in self.status().items() if s.startswith("running")]
-            self.node.stop()
+            self.node.stop_workloads()
             stopped += [c for c in NODE_COMPONENTS if c in alive_before]
         # etcd last: an API server with the lease endpoint reconciler (real node) removes its
         # endpoint on the way out and would wait for a dead etcd until SIGKILL.
         stopped += self._stop_components([c for c in COMPONENTS if c != "etcd"], timeout_s)
         stopped += self._stop_components(["etcd"], timeout_s)
+        if self.node is not None:
+            # Last: the control plane's clients used the bridge address until they stopped.
+            self.node.remove_network()
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / "pids.json").unlink()
         return stopped

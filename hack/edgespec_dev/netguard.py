@@ -12,9 +12,10 @@ is the node IP, the API server's address and CoreDNS's. Before kubelet and kube-
   packet that kube-proxy translated from a ClusterIP to a KWOK pod's fake address is rejected
   here, and one still addressed to the service CIDR had no endpoint and is rejected too.
 ``EDGESPEC-<tag>-HOST`` (filter; jumped from OUTPUT at position 1): the host's own packets to
-  the fake ranges (:data:`FAKE_RANGES`: KWOK's pod and node addresses) and to the service CIDR
-  (seen after DNAT, so only untranslated ones) are REJECTed. These ranges exist nowhere on the
-  machine (checked by :func:`check_free`), so no other traffic of the host matches.
+  the node subnet other than through the bridge (were the bridge gone), to the fake ranges
+  (:data:`FAKE_RANGES`: KWOK's pod and node addresses) and to the service CIDR (seen after
+  DNAT, so only untranslated ones) are REJECTed. These ranges exist nowhere else on the machine
+  (checked by :func:`check_free`), so no other traffic of the host matches.
 ``EDGESPEC-<tag>-PODS6`` (ip6 filter; jumped from FORWARD for the bridge): pods have only
   link-local IPv6, and nothing they send is routed.
 
@@ -136,6 +137,21 @@ def guard_rules(network: Network) -> dict[str, list[list[str]]]:
             REJECT,
         ],
         f"filter/{network.host_chain}": [
+            # The node subnet exists only on the bridge: if the bridge were gone, packets to the
+            # API server's address would otherwise follow the default route.
+            [
+                "-d",
+                str(network.subnet),
+                "!",
+                "-o",
+                network.bridge,
+                "-m",
+                "addrtype",
+                "!",
+                "--dst-type",
+                "LOCAL",
+                *REJECT,
+            ],
             *(["-d", cidr, *REJECT] for cidr in FAKE_RANGES),
             ["-d", SERVICE_CIDR, *REJECT],
         ],

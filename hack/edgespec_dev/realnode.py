@@ -400,7 +400,15 @@ class RealNode:
         _say(f"real node: {self.name} ({self.ip}) Ready in {time.monotonic() - started:.1f}s")
 
     def stop(self) -> list[str]:
-        """Stop the node and remove all it made (idempotent; also after a crash)."""
+        """Stop the node and remove all it made (idempotent; also after a crash). The control
+        plane must be stopped between :meth:`stop_workloads` and :meth:`remove_network` (as
+        ``Cluster.stop`` does): its clients talk to the bridge address, and without the bridge
+        their packets would follow the default route."""
+        return self.stop_workloads() + self.remove_network()
+
+    def stop_workloads(self) -> list[str]:
+        """Stop the node's processes and remove its containers, mounts, cgroups and kubelet's and
+        kube-proxy's rules; the bridge and the guard stay."""
         cleaned = self.cluster._stop_components(["coredns", "kube-proxy", "kubelet"])
         if self.ctr("version", check=False, timeout_s=5).returncode == 0:
             cleaned += self._delete_containers()
@@ -410,7 +418,11 @@ class RealNode:
         cleaned += self._remove_cgroups()
         cleaned += self._remove_machine_wide_rules()
         cleaned += self._remove_log_links()
-        cleaned += netguard.remove(self.network)
+        return cleaned
+
+    def remove_network(self) -> list[str]:
+        """Remove the guard chains and the bridge, restore the sysctls, forget the node."""
+        cleaned = netguard.remove(self.network)
         if self.run_dir.exists() and not any(m.startswith(str(self.run_dir)) for m in _mount_points()):
             shutil.rmtree(self.run_dir, ignore_errors=True)
             cleaned.append(f"removed {self.run_dir}")
