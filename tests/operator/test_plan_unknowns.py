@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from edgespec.api.deployment import SpeculativeDeploymentSpec
-from edgespec.api.profile import AcceptancePoint, EdgeProfileSpec
+from edgespec.api.profile import AcceptancePoint, EdgeProfileSpec, TargetDecode
 from edgespec.plan import plan_status
 from edgespec.status import NodeInfo
 
@@ -41,3 +41,33 @@ def test_unknown_memory_is_assumed_to_fit_and_said_and_origin_shown() -> None:
     assert "assumed to fit" in selection.reason and "origin unknown" in selection.reason
     api = selection.to_api()
     assert api["memoryAssumed"] is True and api["origin"] == "unknown"
+
+
+def test_the_status_says_when_speculation_does_not_pay_and_what_the_fallback_would_do() -> None:
+    doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-gemma-cpu.yaml").read_text())
+    doc["spec"]["cloudOnlyFallback"] = True
+    spec = SpeculativeDeploymentSpec.model_validate(doc["spec"])
+    alone = TargetDecode(per_token_s=0.01, ttft_s=0.2)  # the target alone: 100 tokens/s, beats any draft here
+    profiles = [
+        EdgeProfileSpec(
+            device_class=c,
+            draft_model=d,
+            quantization=q,
+            target_model="gemma-3-270m",
+            draft_tokens_per_s=40.0,
+            power_watts=6.0,
+            acceptance=[AcceptancePoint(k=2, alpha=0.6)],
+            measured_at=T0,
+            origin="measured",
+            target_decode=alone,
+        )
+        for c, d, q in KEYS
+    ]
+    node = NodeInfo(name="pi", labels={"edgespec.dev/device-class": "rpi5"}, ready=True)
+    plan = plan_status(spec=spec, generation=1, previous=None, nodes=[node], now=T0, profiles=profiles)
+    selection = plan.status.device_classes[0].selection
+    assert selection is not None and selection.no_speculation is not None
+    assert selection.no_speculation.predicted_goodput_tokens_per_s == 100.0
+    assert selection.speculation_gain is not None and selection.speculation_gain < 0
+    assert "Speculation does NOT pay here" in selection.reason
+    assert "cannot stream the verifier's own generation yet" in selection.reason
