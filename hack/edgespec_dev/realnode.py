@@ -153,7 +153,7 @@ def setup_host() -> None:
 
 # ---- images ------------------------------------------------------------------------------------
 def images_dir() -> Path:
-    return tools.cache_dir() / "images"
+    return tools.cache_dir() / "realnode-images"
 
 
 def oci_archive(
@@ -161,7 +161,7 @@ def oci_archive(
 ) -> Path:
     """A one-layer OCI image archive (``ctr images import`` format) named ``reference`` holding
     ``files`` (path in the image -> content, or a host file; ``"->target"`` bytes make a symlink).
-    Cached in ``<cache>/images`` by content hash, so rebuilding an unchanged image is free."""
+    Cached in ``<cache>/realnode-images`` by content hash, so rebuilding an unchanged image is free."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         directories = sorted({str(Path(p).parent) for p in files} - {"."})
@@ -416,7 +416,8 @@ class RealNode:
         cleaned += self._kill_leftover_processes()
         cleaned += self._unmount_all()
         cleaned += self._remove_cgroups()
-        cleaned += self._remove_machine_wide_rules()
+        if self._owns_machine_wide_state():
+            cleaned += self._remove_machine_wide_rules()
         cleaned += self._remove_log_links()
         return cleaned
 
@@ -500,6 +501,15 @@ class RealNode:
                     _say(f"real node: cleaning up a crashed run in {old.data_dir}")
                     old.stop()
         self.stop()
+
+    def _owns_machine_wide_state(self) -> bool:
+        """Whether kube-proxy's table and kubelet's chains, if any, are this node's (not those of
+        another cluster's running node, which a refused start must not touch)."""
+        try:
+            active = json.loads((RUN_ROOT / "active-node.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return True
+        return bool(active.get("data_dir") == str(self.cluster.data_dir))
 
     def _refuse_second_node(self) -> None:
         active = RUN_ROOT / "active-node.json"

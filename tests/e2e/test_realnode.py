@@ -29,7 +29,14 @@ import yaml
 from edgespec_dev import netguard
 from edgespec_dev import nodes as fleet
 from edgespec_dev.cluster import Cluster
-from edgespec_dev.realnode import DEFAULT_DEVICE_CLASS, DEFAULT_ROLE, RealNode, busybox_image
+from edgespec_dev.realnode import (
+    DEFAULT_DEVICE_CLASS,
+    DEFAULT_ROLE,
+    RealNode,
+    RealNodeError,
+    RealNodeOptions,
+    busybox_image,
+)
 
 pytestmark = pytest.mark.realnode
 
@@ -306,6 +313,24 @@ def test_guard_rules_match_only_the_cluster_ranges(real_cluster: Cluster) -> Non
             jumps = [r for r in rules if network.tag in r]
             if jumps:
                 assert rules[1] == jumps[0], f"{tool} {chain}: the guard is not the first rule"
+
+
+def test_an_overlapping_subnet_and_a_second_real_node_are_refused(
+    real_cluster: Cluster, tmp_path: Path
+) -> None:
+    network = node_of(real_cluster).network
+    taken = netguard.plan("edgespec-other", subnet=str(network.subnet))
+    with pytest.raises(
+        netguard.NetworkError, match=f"overlaps the route {network.subnet} on {network.bridge}"
+    ):
+        netguard.check_free(taken)
+    other = Cluster(tmp_path / "other", name="edgespec-other", real_node=RealNodeOptions())
+    with pytest.raises(RealNodeError, match=f"cluster '{real_cluster.name}' already runs a real node"):
+        other.start(timeout_s=60)
+    # The refused start left the running node's rules alone.
+    assert "kube-proxy" in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert netguard.leftovers(other.node.network if other.node else taken) == []
+    node_of(real_cluster).ctr("version")
 
 
 def test_host_still_reaches_a_package_index(real_cluster: Cluster) -> None:
