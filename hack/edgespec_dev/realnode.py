@@ -410,6 +410,7 @@ class RealNode:
         """Stop the node's processes and remove its containers, mounts, cgroups and kubelet's and
         kube-proxy's rules; the bridge and the guard stay."""
         cleaned = self.cluster._stop_components(["coredns", "kube-proxy", "kubelet"])
+        sandboxes = self._sandbox_ids()
         if self.ctr("version", check=False, timeout_s=5).returncode == 0:
             cleaned += self._delete_containers()
         cleaned += self.cluster._stop_components(["containerd"])
@@ -419,7 +420,16 @@ class RealNode:
         if self._owns_machine_wide_state():
             cleaned += self._remove_machine_wide_rules()
         cleaned += self._remove_log_links()
+        cleaned += _remove_cni_cache(f"edgespec-{self.network.tag}-", sandboxes)
         return cleaned
+
+    def _sandbox_ids(self) -> set[str]:
+        """Pod sandbox ids known to containerd's CRI plugin (also readable after a crash)."""
+        ids: set[str] = set()
+        for base in (self.dir / "containerd" / "root", self.run_dir / "containerd"):
+            with contextlib.suppress(OSError):
+                ids.update(p.name for p in (base / "io.containerd.grpc.v1.cri" / "sandboxes").iterdir())
+        return ids
 
     def remove_network(self) -> list[str]:
         """Remove the guard chains and the bridge, restore the sysctls, forget the node."""
@@ -882,10 +892,31 @@ disabled_plugins = [
         found += [f"process {pid}" for pid in self._cgroup_pids()]
         if self.run_dir.exists():
             found.append(f"directory {self.run_dir}")
+        with contextlib.suppress(FileNotFoundError):
+            prefix = f"edgespec-{self.network.tag}-"
+            found += [
+                f"CNI cache {e.name}"
+                for e in Path("/var/lib/cni/results").iterdir()
+                if e.name.startswith(prefix)
+            ]
         return found
 
 
 # ---- helpers --------------------------------------------------------------------------------------
+def _remove_cni_cache(network_prefix: str, sandboxes: set[str]) -> list[str]:
+    """libcni caches each attachment's result in /var/lib/cni/results (a fixed path): remove the
+    ones of this node's network and of its sandboxes' loopback."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in Path("/var/lib/cni/results").iterdir():
+            if entry.name.startswith(network_prefix) or any(
+                f"-{sandbox}-" in entry.name for sandbox in sandboxes
+            ):
+                entry.unlink(missing_ok=True)
+                removed.append(f"CNI cache {entry.name[:40]}")
+    return removed
+
+
 def _cgroup_hierarchies() -> list[Path]:
     root = Path("/sys/fs/cgroup")
     if (root / "cgroup.controllers").exists():
