@@ -1,29 +1,62 @@
-"""The vLLM verification engine (GPU): scores a round with prompt logprobs. Not exercised in CI.
+"""The vLLM verification engine: concurrent rounds batched by one AsyncLLM, prefix-cached contexts.
 
-Written against vLLM's documented offline API (``vllm.LLM``, ``SamplingParams``, ``TokensPrompt``);
-``vllm`` is imported only when this engine is built (the ``[vllm]`` extra, on the verifier image).
+Runs wherever vLLM runs (GPU, or vLLM's CPU build; the vLLM tier of ``make test`` runs it on CPU, see
+docs/vllm.md). ``vllm`` is imported only when this engine is built (the verifier image's vLLM variant).
 
-One round is one ``LLM.generate`` on ``context + draft`` with ``max_tokens=1``:
-``RequestOutput.prompt_logprobs[i]`` (a dict token id -> ``Logprob``; ``None`` at position 0) is the
-target's distribution of the token at prompt position i, so positions ``len(context) .. +K-1`` score
-the K drafts; the single generated token's ``logprobs[0]`` scores the bonus position. Rows are dense
-arrays of log-probabilities with ``-inf`` outside the returned entries; softmax at any temperature of a
-log-probability row is the target's distribution at that temperature.
+**A round is one request**: prompt = the session's context, at most K+1 generated tokens, steered by
+:class:`edgespec_verifier.engines.vllm_verdict.VerdictProcessor` inside vLLM's sampler, so the
+generated tokens *are* the verdict (accepted drafts, then the correction or bonus). Nothing of
+vocabulary size leaves the engine process: greedy needs the argmax per position and gets it from vLLM's
+greedy sampler; sampling needs p(x_i) for each draft and, at the first rejection, a draw from the
+residual, and the processor computes exactly those on the logits row in place.
 
-Costs (see docs/dataplane.md): prompt logprobs are computed over the whole prompt and are not served
-from the prefix cache, so each round re-reads the full context (no per-session KV reuse; ``commit`` is
-a no-op); exact sampling needs full-vocabulary rows (``max_logprobs=-1``), greedy only top-1.
+**Batching**: every round is an ``AsyncLLM.generate`` on the engine's own event loop (a thread), so
+rounds of concurrent sessions share vLLM's continuous batches (one forward pass per step for all of
+them). ``verify_round`` is the server's entry point (awaited on the HTTP event loop; the server's
+engine thread is not used).
+
+**No context re-read**: prefix caching keeps every full KV block of a session's context (the drafts
+accepted last round were computed as generated tokens, so they are cached too); a round recomputes only
+the context's last partial block (< ``block_size`` tokens) and then K+1 single-token steps. Sessions
+share one block pool, LRU-evicted by vLLM; the engine's session table only bounds bookkeeping
+(``max_sessions``): an evicted session still verifies correctly, from whatever blocks remain cached.
+Exactness: greedy output equals vLLM's own greedy decoding of the target (the tier's test checks it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Sequence
-from typing import Any
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
+from edgespec.wire import VerifyRequest
 
 from edgespec_verifier.engines import ScoreRows
+
+PROCESSOR = "edgespec_verifier.engines.vllm_verdict:VerdictProcessor"
+CONTROL_PROCESSOR = "edgespec_verifier.engines.vllm_verdict:ControlProcessor"
+EXTRA_KEY = "edgespec"
+T = TypeVar("T")
+
+
+@dataclass
+class SessionInfo:
+    context_tokens: int = 0
+    cached_tokens: int = 0  # vLLM's prefix-cache hit of the session's last request
+
+
+def stop_token(draft: Sequence[int]) -> int:
+    """A token id that is not a draft: generating it ends a round after a rejection."""
+    taken = set(draft)
+    return next(token for token in itertools.count() if token not in taken)
 
 
 class VllmEngine:
@@ -33,62 +66,196 @@ class VllmEngine:
         self,
         model: str,
         *,
-        gpu_memory_utilization: float = 0.85,
-        max_model_len: int | None = None,
-        max_logprobs: int = -1,
+        max_model_len: int = 2048,
+        max_sessions: int = 64,
+        max_num_seqs: int = 64,
+        block_size: int | None = None,
+        dtype: str = "auto",
+        enforce_eager: bool = False,
+        gpu_memory_utilization: float | None = None,
         extra_engine_args: dict[str, Any] | None = None,
     ) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's CPU build needs it set
         self._vllm: Any = importlib.import_module("vllm")
-        vllm = self._vllm
-        kwargs: dict[str, Any] = {"model": model, "gpu_memory_utilization": gpu_memory_utilization}
-        if max_model_len is not None:
-            kwargs["max_model_len"] = max_model_len
-        kwargs["max_logprobs"] = max_logprobs
+        self._async_llm: Any = importlib.import_module("vllm.v1.engine.async_llm")
+        self._engine_args: Any = importlib.import_module("vllm.engine.arg_utils")
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "max_num_seqs": max_num_seqs,
+            "enable_prefix_caching": True,
+            # On CPU, torch.compile's warm-up took over 5 min on this 2-core machine: tests use eager.
+            "enforce_eager": enforce_eager,
+            "logits_processors": [PROCESSOR],  # extra_engine_args may add CONTROL_PROCESSOR
+            "disable_log_stats": True,
+            "seed": 0,
+        }
+        if block_size is not None:
+            kwargs["block_size"] = block_size
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         kwargs.update(extra_engine_args or {})  # spec.verifier.vllmArgs, e.g. tensor_parallel_size=8
-        self.llm: Any = vllm.LLM(**kwargs)
-        self.n_vocab: int = int(self.llm.get_tokenizer().vocab_size)
-        # -1 asks vLLM for the full vocabulary (exact sampling); otherwise the top-N rows.
-        self.logprobs = self.n_vocab if max_logprobs == -1 else max_logprobs
-        self._sessions: set[str] = set()
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, SessionInfo] = OrderedDict()
+        self._ids = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
+        self._thread.start()
+        try:
+            self.llm: Any = self._call(self._build(kwargs))
+        except BaseException:
+            self._stop_loop()
+            raise
 
-    def _row(self, entries: dict[int, Any] | None) -> np.ndarray:
-        row = np.full(self.n_vocab, -np.inf, dtype=np.float32)
-        for token, logprob in (entries or {}).items():
-            if 0 <= token < self.n_vocab:
-                row[token] = logprob.logprob
-        return row
+    async def _build(self, kwargs: dict[str, Any]) -> Any:
+        args = self._engine_args.AsyncEngineArgs(**kwargs)
+        return self._async_llm.AsyncLLM.from_engine_args(args)
 
-    def score(
-        self, session_id: str, context: Sequence[int], draft: Sequence[int], prompt_tokens: int | None
-    ) -> ScoreRows:
-        self._sessions.add(session_id)
-        params = self._vllm.SamplingParams(
-            max_tokens=1,
-            temperature=0.0,
-            prompt_logprobs=self.logprobs,
-            logprobs=self.logprobs,
-            detokenize=False,
+    # -- running coroutines on the engine's loop --------------------------------------------------
+    def _submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run on the engine loop and wait (from any thread but the engine loop's own)."""
+        return self._submit(coroutine).result()
+
+    async def _on_engine(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await, from another event loop, a coroutine run on the engine loop."""
+        return await asyncio.wrap_future(self._submit(coroutine))
+
+    # -- rounds -----------------------------------------------------------------------------------
+    def _params(self, request: VerifyRequest, rng: np.random.Generator, key: str) -> Any:
+        draft = list(request.draft)
+        extra: dict[str, Any] = {"draft": draft, "stop": stop_token(draft)}
+        common: dict[str, Any] = {
+            "max_tokens": len(draft) + 1,
+            "ignore_eos": True,
+            "stop_token_ids": [extra["stop"]],
+            "detokenize": False,
+            "skip_special_tokens": False,
+        }
+        if request.sampling.greedy:
+            return self._vllm.SamplingParams(temperature=0.0, extra_args={key: extra}, **common)
+        assert request.draft_probs is not None  # checked by VerifyRequest
+        extra["temperature"] = request.sampling.temperature
+        extra["u"] = [float(u) for u in rng.random(len(draft))]
+        extra["q_tokens"] = [list(q.tokens) for q in request.draft_probs]
+        extra["q_probs"] = [list(q.probs) for q in request.draft_probs]
+        return self._vllm.SamplingParams(
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            seed=int(rng.integers(0, 2**62)),
+            extra_args={key: extra},
+            **common,
         )
-        prompt = self._vllm.inputs.TokensPrompt(prompt_token_ids=[*context, *draft])
-        (output,) = self.llm.generate([prompt], params, use_tqdm=False)
-        prompt_rows = output.prompt_logprobs or []
-        rows = [self._row(prompt_rows[len(context) + i]) for i in range(len(draft))]
-        # prompt_logprobs[len(context) + i] scores draft[i]; the generated token's logprobs the bonus.
-        rows.append(self._row(output.outputs[0].logprobs[0] if output.outputs[0].logprobs else None))
-        return np.stack(rows)
 
-    def commit(self, session_id: str, length: int) -> None:
-        """Nothing to roll back: vLLM keeps no per-session state between rounds here."""
+    async def _generate(self, tokens: Sequence[int], params: Any) -> Any:
+        prompt = {"prompt_token_ids": list(tokens)}
+        final = None
+        async for output in self.llm.generate(prompt, params, request_id=f"r{next(self._ids)}"):
+            final = output
+        assert final is not None
+        return final
+
+    async def _round(self, request: VerifyRequest, key: str = EXTRA_KEY) -> tuple[int, int]:
+        rng = np.random.default_rng(request.sampling.seed)
+        output = await self._generate(request.tokens, self._params(request, rng, key))
+        produced = list(output.outputs[0].token_ids)
+        accepted = 0
+        while accepted < len(request.draft) and accepted < len(produced) - 1:
+            if produced[accepted] != request.draft[accepted]:
+                break
+            accepted += 1
+        if accepted >= len(produced):
+            raise RuntimeError(f"vLLM round produced {produced} for draft {request.draft}")
+        self._touch(request.session_id, len(request.tokens), output.num_cached_tokens or 0)
+        return accepted, int(produced[accepted])
+
+    async def verify_round(self, request: VerifyRequest, *, key: str = EXTRA_KEY) -> tuple[int, int]:
+        """(accepted, next token) for one round; awaited by the server, batched with other rounds.
+
+        ``key`` selects the logits processor (the tier's control test passes ``edgespec-control``,
+        which needs ``CONTROL_PROCESSOR`` among the engine's ``logits_processors``)."""
+        return await self._on_engine(self._round(request, key))
+
+    def verify(self, request: VerifyRequest) -> tuple[int, int]:
+        """Blocking form of :meth:`verify_round` (benchmarks, scripts)."""
+        return self._call(self._round(request))
+
+    def greedy_decode(self, prompt: Sequence[int], max_tokens: int) -> list[int]:
+        """The target decoding alone (vLLM greedy), the reference of the exactness test."""
+        params = self._vllm.SamplingParams(
+            temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False
+        )
+        return list(self._call(self._generate(prompt, params)).outputs[0].token_ids)
+
+    def full_distribution(self, prompt: Sequence[int]) -> np.ndarray:
+        """The target's next-token distribution after ``prompt`` at temperature 1, as a dense array.
+
+        Diagnostics and tests only (the sampling test's reference p): it materialises the vocabulary,
+        which verify rounds never do, and needs the engine argument ``max_logprobs=-1``."""
+        params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, logprobs=-1, detokenize=False)
+        entries = self._call(self._generate(prompt, params)).outputs[0].logprobs[0]
+        probs = np.zeros(max(entries) + 1, dtype=np.float64)
+        for token, logprob in entries.items():
+            probs[token] = np.exp(logprob.logprob)
+        result: np.ndarray = probs / probs.sum()
+        return result
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def _touch(self, session_id: str, context_tokens: int, cached_tokens: int) -> None:
+        info = self._sessions.pop(session_id, None) or SessionInfo()
+        info.context_tokens, info.cached_tokens = context_tokens, cached_tokens
+        self._sessions[session_id] = info
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+
+    def session(self, session_id: str) -> SessionInfo | None:
+        return self._sessions.get(session_id)
+
+    async def _open(self, session_id: str, context: Sequence[int]) -> int:
+        if context:
+            params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, detokenize=False)
+            await self._generate(context, params)  # fills the prefix cache with the context's blocks
+        self._touch(session_id, len(context), 0)
+        block = int(self.llm.vllm_config.cache_config.block_size)
+        return len(context) // block * block
 
     def open_session(self, session_id: str, context: Sequence[int]) -> int:
-        self._sessions.add(session_id)
-        return 0
+        """Pre-read ``context`` into the prefix cache; returns the tokens now cached (full blocks)."""
+        return self._call(self._open(session_id, context))
 
     def close_session(self, session_id: str) -> None:
-        self._sessions.discard(session_id)
+        self._sessions.pop(session_id, None)
 
     def session_count(self) -> int:
         return len(self._sessions)
 
+    def score(
+        self, session_id: str, context: Sequence[int], draft: Sequence[int], prompt_tokens: int | None
+    ) -> ScoreRows:
+        raise NotImplementedError("the vLLM engine decides rounds itself: use verify_round")
+
+    def commit(self, session_id: str, length: int) -> None:
+        """Nothing to roll back: rejected drafts never enter the KV cache (rounds stop at them)."""
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    async def _shutdown(self) -> None:
+        self.llm.shutdown()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def close(self) -> None:
         self._sessions.clear()
+        if getattr(self, "llm", None) is not None:
+            self._call(self._shutdown())
+            self.llm = None
+        self._stop_loop()
