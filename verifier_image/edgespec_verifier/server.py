@@ -59,9 +59,6 @@ class VerifierSettings(BaseSettings):
     token: SecretStr | None = Field(default=None, description="Bearer token, when no file is mounted.")
     vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
     vllm_max_model_len: int | None = Field(default=None, ge=64)
-    vllm_max_logprobs: int = Field(
-        default=-1, description="-1: full-vocabulary target rows (exact sampling); >0 caps them."
-    )
     vllm_engine_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra vllm.LLM keyword arguments (from arguments after --)."
     )
@@ -108,9 +105,9 @@ def build_engine(settings: VerifierSettings) -> VerifyEngine:
 
         return VllmEngine(
             settings.model,
+            max_model_len=settings.vllm_max_model_len or settings.n_ctx,
+            max_sessions=settings.max_sessions,
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-            max_model_len=settings.vllm_max_model_len,
-            max_logprobs=settings.vllm_max_logprobs,
             extra_engine_args=settings.vllm_engine_args,
         )
     from edgespec_verifier.engines.llamacpp import LlamaCppEngine
@@ -165,9 +162,13 @@ async def verify(request: web.Request) -> web.Response:
     app[STATE]["waiting"] += 1
     metrics.queue_depth.inc()
     try:
-        accepted, next_token = await asyncio.get_running_loop().run_in_executor(
-            app[EXECUTOR], run_round, engine, body
-        )
+        verify_round = getattr(engine, "verify_round", None)
+        if verify_round is not None:  # an engine that batches concurrent rounds itself (vLLM)
+            accepted, next_token = await verify_round(body)
+        else:
+            accepted, next_token = await asyncio.get_running_loop().run_in_executor(
+                app[EXECUTOR], run_round, engine, body
+            )
     except Exception as exc:  # an engine failure must answer, not hang the edge
         log.exception("verify round failed")
         metrics.rounds.labels("error").inc()
