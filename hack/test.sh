@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): lint, types, generated-file drift, then every test tier:
-# unit, ConfigSpec, builders, cluster (real kube-apiserver + KWOK nodes), data plane (real models).
+# unit, ConfigSpec, builders, cluster (real kube-apiserver + KWOK nodes), data plane (real models),
+# and the vLLM tier (vLLM's CPU build verifying with the real target, in its own venv).
 source "$(dirname "$0")/env.sh"
 echo "==> building or reusing the control-plane binaries (first run: ~11 min of Go builds)"
 python -m edgespec_dev.tools ensure all
@@ -21,4 +22,6 @@ python hack/make_illustrative_profiles.py --check
 echo "==> helm lint --strict"
 "$(python -m edgespec_dev.tools ensure helm | cut -d' ' -f2)" lint --strict charts/edgespec
 echo "==> pytest"
-python -m pytest -p no:cacheprovider -ra "$@"
+python -m pytest -p no:cacheprovider -ra --ignore=tests/vllm_engine "$@"
+echo "==> vLLM tier (vLLM's CPU build in its own venv; docs/vllm.md)"
+bash hack/vllm/test.sh
