@@ -41,6 +41,7 @@ a time: kube-proxy's nftables table (``kube-proxy``) is machine-wide.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
@@ -350,7 +351,7 @@ class RealNode:
             lambda: [tools.ensure(n) for n in ("kubelet", "kube-proxy", "coredns")],
         )
         _timed("pause image", pause_image)
-        self._refuse_second_node()
+        self._claim_machine()
         self._clean_crashed_run()
         for directory in (self.dir, self.run_dir, self.models_dir, self.dir / "cni" / "net.d"):
             directory.mkdir(parents=True, exist_ok=True)
@@ -498,8 +499,6 @@ class RealNode:
         }
         for path in (self.dir / "node.json", self.run_dir / "node.json"):
             path.write_text(json.dumps(state, indent=2))
-        active = RUN_ROOT / "active-node.json"
-        active.write_text(json.dumps({"cluster": self.cluster.name, **state}, indent=2))
 
     def _clean_crashed_run(self) -> None:
         """Remove what a crashed run of this cluster name left (possibly from another data dir)."""
@@ -521,23 +520,28 @@ class RealNode:
             return True
         return bool(active.get("data_dir") == str(self.cluster.data_dir))
 
-    def _refuse_second_node(self) -> None:
+    def _claim_machine(self) -> None:
+        """Record this cluster as the machine's real node, or refuse if another one runs or is
+        starting (checked and recorded under a lock, so two starts cannot both pass)."""
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
         active = RUN_ROOT / "active-node.json"
-        try:
-            other = json.loads(active.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return
-        if other.get("data_dir") == str(self.cluster.data_dir) or other.get("cluster") == self.cluster.name:
-            return
-        pids_file = Path(other["data_dir"]) / "pids.json"
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            pids = json.loads(pids_file.read_text())
-            if any(c in pids and _alive(pids[c]["pid"]) for c in NODE_COMPONENTS):
-                raise RealNodeError(
-                    f"cluster {other['cluster']!r} already runs a real node on this machine; kube-proxy's "
-                    "nftables table is machine-wide, so only one real node can run at a time: run "
-                    f"`python -m edgespec_dev.cluster stop --name {other['cluster']}` first"
-                )
+        with open(RUN_ROOT / "active-node.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
+                other = json.loads(active.read_text())
+                if other["data_dir"] != str(self.cluster.data_dir) and _node_alive(other):
+                    raise RealNodeError(
+                        f"cluster {other['cluster']!r} already runs a real node on this machine (or is "
+                        "starting one); kube-proxy's nftables table is machine-wide, so only one real node "
+                        f"runs at a time: run `python -m edgespec_dev.cluster stop --name {other['cluster']}`"
+                        " first"
+                    )
+            claim = {
+                "cluster": self.cluster.name,
+                "data_dir": str(self.cluster.data_dir),
+                "starter": os.getpid(),
+            }
+            active.write_text(json.dumps(claim, indent=2))
 
     def _write_configs(self) -> None:
         cluster, pki = self.cluster, self.cluster.pki_dir
@@ -930,6 +934,16 @@ def _mount_points() -> list[str]:
         point = line.split()[4].replace("\\040", " ")
         points.append(point)
     return points
+
+
+def _node_alive(claim: Mapping[str, Any]) -> bool:
+    """Whether the cluster that claimed the machine's real node still has a live process: the
+    process starting it, or any component recorded in its ``pids.json``."""
+    pids = [int(claim.get("starter", 0))]
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+        records = json.loads((Path(claim["data_dir"]) / "pids.json").read_text())
+        pids += [int(record["pid"]) for record in records.values()]
+    return any(pid > 0 and _alive(pid) for pid in pids)
 
 
 def _alive(pid: int) -> bool:

@@ -38,7 +38,8 @@ from edgespec_dev.realnode import (
     busybox_image,
 )
 
-pytestmark = pytest.mark.realnode
+# Also marked `cluster`: it starts a cluster, so `-m "not cluster"` (the quick tiers) leaves it out.
+pytestmark = [pytest.mark.realnode, pytest.mark.cluster]
 
 OUTSIDE = "203.0.113.7"  # TEST-NET-3 (RFC 5737): documentation only, routed nowhere
 
