@@ -17,7 +17,7 @@ processes recorded in the cluster's ``pids.json``. The steps, in order:
    ``/edgespec-<tag>``, client certificate ``system:node:<name>`` for the Node authorizer),
    kube-proxy (nftables mode; NodePorts only on the node IP; conntrack sysctls untouched) and
    CoreDNS (bound to the node IP:53, ``kubernetes`` plugin only, no forwarding: names outside
-   ``cluster.local`` are refused). Pods use the ``kube-dns`` Service (ClusterIP ``10.96.0.10``),
+   ``cluster.local`` get SERVFAIL). Pods use the ``kube-dns`` Service (ClusterIP ``10.96.0.10``),
    whose EndpointSlice points at CoreDNS on the node IP.
 4. The node registers with labels ``edgespec.dev/device-class=<class>`` (default ``local-cpu``)
    and ``edgespec.dev/role=<role>`` (default ``verifier``, what a VerifierSpec's default
