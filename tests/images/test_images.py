@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from edgespec_dev import images
+from edgespec_dev.cluster import _kill_me_with_parent
 
 pytestmark = pytest.mark.images
 
@@ -85,6 +86,7 @@ def ctr(built: dict[str, images.BuiltImage]) -> Iterator[Callable[..., subproces
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_kill_me_with_parent(os.getpid()),  # no stray daemon if pytest itself is killed
     )
 
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
