@@ -83,14 +83,17 @@ class ImageSpec:
     name: str
     dockerfile: str
     repository: str
+    chart_value: str  # the chart's value holding its repository and tag
 
 
 IMAGES: dict[str, ImageSpec] = {
     spec.name: spec
     for spec in (
-        ImageSpec("operator", "operator/Dockerfile", "ghcr.io/edgespec/operator"),
-        ImageSpec("edge", "edge_image/Dockerfile", "ghcr.io/edgespec/edge"),
-        ImageSpec("verifier", "verifier_image/Dockerfile", "ghcr.io/edgespec/verifier"),
+        ImageSpec("operator", "operator/Dockerfile", "ghcr.io/edgespec/operator", "image"),
+        ImageSpec("edge", "edge_image/Dockerfile", "ghcr.io/edgespec/edge", "workloadImages.edge"),
+        ImageSpec(
+            "verifier", "verifier_image/Dockerfile", "ghcr.io/edgespec/verifier", "workloadImages.verifier"
+        ),
     )
 }
 
@@ -563,11 +566,10 @@ def ensure_all(names: Sequence[str] = ()) -> dict[str, BuiltImage]:
 
 def helm_values(images: Mapping[str, BuiltImage]) -> dict[str, str]:
     """Chart values that run the given images from the node's containerd (pullPolicy Never)."""
-    chart_keys = {"operator": "image", "edge": "workloadImages.edge", "verifier": "workloadImages.verifier"}
     values: dict[str, str] = {}
     for name, image in images.items():
-        values[f"{chart_keys[name]}.repository"] = image.repository
-        values[f"{chart_keys[name]}.tag"] = image.tag
+        values[f"{IMAGES[name].chart_value}.repository"] = image.repository
+        values[f"{IMAGES[name].chart_value}.tag"] = image.tag
     if "operator" in images:
         values["image.pullPolicy"] = "Never"
     if images.keys() & {"edge", "verifier"}:

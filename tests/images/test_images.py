@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -314,3 +315,26 @@ def test_helm_values_point_the_chart_at_the_built_images(tmp_path: Path) -> None
         for part in key.split("."):
             assert part in node, f"{key} is not a value of the chart"
             node = node[part]
+
+
+def test_skaffold_builds_every_image_into_the_chart_values_it_sets() -> None:
+    """skaffold, the chart and this module name the same images, Dockerfiles and values."""
+    skaffold = yaml.safe_load((images.REPO / "skaffold.yaml").read_text())
+    artifacts = {a["image"]: a["docker"]["dockerfile"] for a in skaffold["build"]["artifacts"]}
+    for spec in images.IMAGES.values():
+        assert artifacts[spec.repository] == spec.dockerfile
+    assert artifacts["ghcr.io/edgespec/verifier-vllm"] == "verifier_image/Dockerfile.vllm"
+    assert all((images.REPO / dockerfile).is_file() for dockerfile in artifacts.values())
+    chart_values = yaml.safe_load((images.REPO / "charts/edgespec/values.yaml").read_text())
+    (release,) = skaffold["deploy"]["helm"]["releases"]
+    chart_keys = {spec.repository: spec.chart_value for spec in images.IMAGES.values()}
+    chart_keys["ghcr.io/edgespec/verifier-vllm"] = "workloadImages.vllm"  # not built by this module
+    for image in artifacts:
+        key = chart_keys[image]
+        node = chart_values
+        for part in key.split("."):
+            node = node[part]
+        assert node["repository"] == image  # the chart's default names the image skaffold builds
+        variable = re.sub(r"[^A-Za-z0-9]", "_", image)
+        assert release["setValueTemplates"][f"{key}.repository"] == f"{{{{.IMAGE_REPO_{variable}}}}}"
+        assert release["setValueTemplates"][f"{key}.tag"] == f"{{{{.IMAGE_TAG_{variable}}}}}"
