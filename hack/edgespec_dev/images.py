@@ -73,7 +73,7 @@ BASE_CONFIG = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 IMAGE_EXTRAS = ("operator", "edge", "verifier")
 BUILD_REQUIREMENTS = ("setuptools>=68", "wheel")
 # Archives kept per image (older content hashes are deleted; other checkouts may use recent ones).
-ARCHIVES_KEPT = 4
+ARCHIVES_KEPT = 6
 
 
 @dataclass(frozen=True)
@@ -526,6 +526,8 @@ def ensure(name: str, root: Path = REPO) -> BuiltImage:
         try:
             run_buildah(
                 "bud",
+                "--no-cache",  # (buildah takes --force-rm only with it; nothing is cached anyway)
+                "--force-rm",  # a failed build leaves no container behind in the store
                 "--isolation",
                 "chroot",
                 "--network",
