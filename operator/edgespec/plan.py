@@ -7,6 +7,7 @@ with every condition set (Unknown where not yet known). The shell observes and a
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,7 +285,7 @@ def plan_status(
             + "; see kubectl logs of the Jobs labelled app.kubernetes.io/component=profiler. "
             "A failed key is retried when its Job is deleted (by its TTL after an hour, or by you).",
         )
-        if conditions[-1].message != next((c.message for c in prev.conditions if c.type == "Profiled"), None):
+        if _changed(prev, conditions[-1]):
             events.append(Event("Warning", "ProfilingFailed", conditions[-1].message))
     elif missing:
         cond(
@@ -350,10 +351,10 @@ def plan_status(
                     + " (why: kubectl get specdeploy -o yaml, deviceClasses[].selection.reason)",
                 )
             )
-        for bad in ranking.infeasible.values():
-            events.append(Event("Warning", "Infeasible", bad.message))
         if ranking.infeasible:
             cond("Selected", "False", "Infeasible", "; ".join(b.message for b in ranking.infeasible.values()))
+            if _changed(prev, conditions[-1]):  # one Warning per verdict, not one per reconcile
+                events.extend(Event("Warning", "Infeasible", b.message) for b in ranking.infeasible.values())
         else:
             cond(
                 "Selected",
@@ -448,6 +449,86 @@ def plan_status(
         profiling_jobs=jobs,
         requeue_after_s=max(min(timers), 0.0) + 1.0 if timers else None,
     )
+
+
+def _changed(previous: SpeculativeDeploymentStatus, condition: Condition) -> bool:
+    """Whether ``condition`` says something new: its event is posted once per change, not per pass."""
+    old = next((c for c in previous.conditions if c.type == condition.type), None)
+    return old is None or (old.status, old.reason, old.message) != (
+        condition.status,
+        condition.reason,
+        condition.message,
+    )
+
+
+@dataclass(frozen=True)
+class ChildRejection:
+    """A child the API server refused (400, 403 or 422): which object, which field, what it said."""
+
+    kind: str
+    name: str
+    field: str
+    message: str
+
+    def describe(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        return f"{self.kind} {self.name}{where}: {self.message}"
+
+
+APPLIED = "ChildrenApplied"
+MAX_MESSAGE = 32768
+"""metav1.Condition's message limit."""
+
+
+def with_apply_outcome(
+    status: SpeculativeDeploymentStatus,
+    previous: SpeculativeDeploymentStatus | None,
+    rejections: Sequence[ChildRejection],
+    *,
+    generation: int | None,
+    now: datetime,
+) -> tuple[SpeculativeDeploymentStatus, list[Event]]:
+    """``status`` with the ``ChildrenApplied`` condition, and the one Warning a new rejection earns.
+
+    A rejected child is the spec's fault (a nodeSelector key the API refuses, a quantity like
+    ``lots``): the phase turns Degraded and the condition names each object, its field and the API
+    server's message. The event is posted when the message changes, never once per retry.
+    """
+    prev = previous or SpeculativeDeploymentStatus()
+    if rejections:
+        text = "; ".join(r.describe() for r in rejections)
+        condition = set_condition(
+            prev.conditions,
+            type=APPLIED,
+            status="False",
+            reason="ChildRejected",
+            message=(
+                f"the API server rejected {text}. Fix the spec field the child takes it from; until "
+                "then it is retried with exponential backoff (at most every 5 minutes)."
+            )[:MAX_MESSAGE],
+            generation=generation,
+            now=now,
+        )
+    else:
+        condition = set_condition(
+            prev.conditions,
+            type=APPLIED,
+            status="True",
+            reason="Applied",
+            message="every child was accepted by the API server",
+            generation=generation,
+            now=now,
+        )
+    events: list[Event] = []
+    if rejections and _changed(prev, condition):
+        events.append(Event("Warning", "ChildRejected", condition.message))
+    new = status.model_copy(
+        update={
+            "conditions": [c for c in status.conditions if c.type != APPLIED] + [condition],
+            "phase": "Degraded" if rejections else status.phase,
+        }
+    )
+    return new, events
 
 
 _RANKINGS: OrderedDict[tuple[Any, ...], tuple[list[EdgeProfileSpec], Ranking, dict[str, str]]] = OrderedDict()
@@ -594,7 +675,7 @@ def desired_children(
     children = build_verifier(VerifierInput(**common, token=SecretStr(token)))
     children += build_verifier_disruption_budget(DeploymentInput(**common))
     for cls in status.device_classes:
-        if cls.selection is None:
+        if cls.selection is None or cls.nodes == 0:  # no node to run on: no DaemonSet, no ConfigMap
             continue
         children += build_draft_servers(
             DraftServerInput(
@@ -606,7 +687,7 @@ def desired_children(
                 telemetry=telemetry if spec.adaptation.enabled else None,
             )
         )
-    if any(cls.selection is not None for cls in status.device_classes):
+    if any(c["kind"] == "DaemonSet" for c in children):
         children.append(build_draft_service(DeploymentInput(**common)))
     if profiling_jobs:
         children += build_profiler_rbac(owner)
@@ -623,4 +704,24 @@ def desired_children(
                 )
             )
         )
-    return children
+    return [_with_token_digest(c, token) for c in children]
+
+
+TOKEN_DIGEST_ANNOTATION = "edgespec.dev/token-sha256"
+
+
+def _with_token_digest(manifest: dict[str, Any], token: str) -> dict[str, Any]:
+    """Pods that hold the token roll when it changes, so the verifier and drafts never disagree.
+
+    The token changes only when its Secret is lost while the operator is not running (it is kept in
+    memory otherwise and re-applied as it was). Jobs are left alone: their template is immutable.
+    """
+    if manifest["kind"] not in ("Deployment", "DaemonSet"):
+        return manifest
+    template = manifest["spec"]["template"]
+    annotations = {
+        **template.get("metadata", {}).get("annotations", {}),
+        TOKEN_DIGEST_ANNOTATION: hashlib.sha256(token.encode()).hexdigest()[:16],
+    }
+    metadata = {**template.get("metadata", {}), "annotations": annotations}
+    return {**manifest, "spec": {**manifest["spec"], "template": {**template, "metadata": metadata}}}

@@ -15,6 +15,8 @@ from edgespec.plan import JobOutcome, Rollout
 from edgespec.status import NodeInfo
 
 Key = tuple[str, str]
+Identity = tuple[str, str, str, str]
+"""(apiVersion, kind, namespace, name) of a child."""
 
 
 @dataclass
@@ -27,5 +29,7 @@ class Cache:
     workloads: dict[tuple[str, str, str], Rollout] = field(default_factory=dict)
     # (namespace, name) of profiling Jobs that finished -> how (failed after their retries, or completed)
     finished_jobs: dict[tuple[str, str], JobOutcome] = field(default_factory=dict)
+    # (namespace, deployment) -> the children it owns as the watches last saw them -> the owner's uid
+    children: dict[Key, dict[Identity, str]] = field(default_factory=dict)
     # (namespace, deployment, class) -> telemetry reported by its draft servers since the last fold
     live: dict[tuple[str, str, str], Pool] = field(default_factory=dict)

@@ -12,10 +12,13 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
+from lightkube.core.resource_registry import resource_registry
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from pydantic import ValidationError
 
@@ -29,13 +32,14 @@ from edgespec.builders.naming import (
     LABEL_NAME,
     draft_name,
     profiler_cluster_role_binding_name,
+    profiler_service_account_name,
     profiling_job_name,
     verifier_name,
     verifier_secret_name,
     verifier_url,
 )
 from edgespec.builders.podspec import TOKEN_KEY
-from edgespec.handlers.cache import Cache, Key
+from edgespec.handlers.cache import Cache, Identity, Key
 from edgespec.handlers.kube import (
     apply_manifest,
     apply_status,
@@ -43,8 +47,24 @@ from edgespec.handlers.kube import (
     post_event,
     read_secret_value,
 )
-from edgespec.handlers.metrics import RECONCILE_SECONDS, RECONCILES, SELECTION_CHANGES, record_predictions
-from edgespec.plan import Event, Plan, Rollout, desired_children, plan_status, profile_keys
+from edgespec.handlers.metrics import (
+    API_REQUESTS,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    SELECTION_CHANGES,
+    record_predictions,
+)
+from edgespec.handlers.workqueue import backoff_delay
+from edgespec.plan import (
+    ChildRejection,
+    Event,
+    Plan,
+    Rollout,
+    desired_children,
+    plan_status,
+    profile_keys,
+    with_apply_outcome,
+)
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo, StuckPod, matches, now_utc, set_condition
 
@@ -54,7 +74,32 @@ log = logging.getLogger("edgespec.reconcile")
 _FIRST_WAVE = frozenset({"Secret", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"})
 
 
-def _identity(manifest: dict[str, Any]) -> tuple[str, str, str, str]:
+REJECTED_CODES = frozenset({400, 403, 422})
+"""API answers that say the object itself is wrong (invalid, forbidden): retrying unchanged is futile."""
+
+
+@dataclass
+class _Rejected:
+    """A child the API server refused, as last built: retried when it changes or its backoff is due."""
+
+    digest: str
+    rejection: ChildRejection
+    failures: int
+    retry_at: float
+
+
+def _rejection(manifest: dict[str, Any], exc: ApiError) -> ChildRejection:
+    details = exc.status.details
+    fields = [c.field for c in (details.causes or []) if c.field] if details is not None else []
+    return ChildRejection(
+        kind=manifest["kind"],
+        name=manifest["metadata"]["name"],
+        field=", ".join(dict.fromkeys(fields)),
+        message=exc.status.message or str(exc),
+    )
+
+
+def _identity(manifest: dict[str, Any]) -> Identity:
     meta = manifest["metadata"]
     return (manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"])
 
@@ -96,6 +141,8 @@ class Reconciler:
         self._written: dict[Key, tuple[str | None, dict[str, Any]]] = {}  # last status written, per object
         self._node_memo: dict[tuple[tuple[str, str], ...], tuple[int, list[NodeInfo]]] = {}
         self.tokens: dict[Key, str] = {}  # verifier token per deployment, once read or generated
+        self._rejected: dict[Key, dict[Identity, _Rejected]] = {}  # children the API server refused
+        self._posted: dict[Key, dict[str, str]] = {}  # per deployment: reason -> last message posted
 
     async def reconcile(self, key: Key) -> None:
         """One reconcile, timed and counted."""
@@ -185,8 +232,11 @@ class Reconciler:
             stuck_pods=await self._stuck_pods(owner, [verifier, *drafts.values()]),
             verifier_endpoint=verifier_url(owner, spec.verifier.port),
         )
-        await self._apply_children(body, spec, plan)
-        new = plan.status.to_api()
+        rejections, retry_in_s = await self._apply_children(body, spec, plan)
+        status, apply_events = with_apply_outcome(
+            plan.status, previous, rejections, generation=generation, now=now_utc()
+        )
+        new = status.to_api()
         if new != stored:  # timestamps carry over when nothing changed, so equal means no write
             await apply_status(self.client, namespace, name, new, self.settings.field_manager)
             self._written[key] = (meta.get("uid"), new)
@@ -199,9 +249,10 @@ class Reconciler:
                 new.get("kSummary"),
             )
         record_predictions(namespace, name, plan.status)
-        if plan.requeue_after_s is not None:
-            self.requeue(key, plan.requeue_after_s)
-        for event in plan.events:
+        timers = [t for t in (plan.requeue_after_s, retry_in_s) if t is not None]
+        if timers:
+            self.requeue(key, min(timers))
+        for event in plan.events + apply_events:
             if event.reason in ("Selected", "Adapted"):
                 SELECTION_CHANGES.labels(event.reason).inc()
             await self._event(body, event)
@@ -225,8 +276,13 @@ class Reconciler:
 
     async def _apply_children(
         self, body: dict[str, Any], spec: SpeculativeDeploymentSpec, plan: Plan
-    ) -> None:
-        """Apply the verifier and the draft servers; skipped when nothing changed since the last apply."""
+    ) -> tuple[list[ChildRejection], float | None]:
+        """Apply what changed since the last apply, prune what is no longer wanted.
+
+        Returns the children the API server rejected (400, 403, 422: the object is wrong, so it is
+        not retried until it changes or its per-child backoff is due) and when to look again.
+        Any other error (a conflict, the API server away) raises, and the key is retried with backoff.
+        """
         owner = Owner.from_body(body)
         key = (owner.namespace, owner.name)
         # The token is generated once and then always read back, so it survives restarts of the operator.
@@ -247,10 +303,18 @@ class Reconciler:
         uid, applied = self._applied.get(key, (owner.uid, {}))
         if uid != owner.uid:  # a new object under an old name: nothing of the old one counts
             applied = {}
+            self._rejected.pop(key, None)
+        rejected = self._rejected.setdefault(key, {})
         digests = {_identity(m): _digest(m) for m in children}
-        changed = [m for m in children if applied.get(_identity(m)) != digests[_identity(m)]]
-        if not changed:
-            return
+        for identity in [i for i, r in rejected.items() if digests.get(i) != r.digest]:
+            del rejected[identity]  # changed (or no longer wanted): try the new one at once
+        now = time.monotonic()
+        changed = [
+            m
+            for m in children
+            if applied.get(_identity(m)) != digests[_identity(m)]
+            and not (_identity(m) in rejected and rejected[_identity(m)].retry_at > now)
+        ]
         # Two waves, each concurrent: what pods mount or run as (Secret, ConfigMap, ServiceAccount,
         # RBAC) before what creates pods, so a new pod never starts without its K file or token.
         first = [m for m in changed if m["kind"] in _FIRST_WAVE]
@@ -261,15 +325,68 @@ class Reconciler:
                     *(apply_manifest(self.client, m, self.settings.field_manager) for m in wave),
                     return_exceptions=True,
                 )
+                errors = []
                 for manifest, result in zip(wave, results, strict=True):
+                    identity = _identity(manifest)
                     if not isinstance(result, BaseException):
-                        applied[_identity(manifest)] = digests[_identity(manifest)]
-                errors = [r for r in results if isinstance(r, BaseException)]
+                        applied[identity] = digests[identity]
+                        rejected.pop(identity, None)
+                    elif isinstance(result, ApiError) and result.status.code in REJECTED_CODES:
+                        failures = rejected[identity].failures + 1 if identity in rejected else 1
+                        rejected[identity] = _Rejected(
+                            digest=digests[identity],
+                            rejection=_rejection(manifest, result),
+                            failures=failures,
+                            retry_at=now + backoff_delay(failures),
+                        )
+                    else:
+                        errors.append(result)
                 if errors:
                     raise errors[0]
         finally:
             self._applied[key] = (owner.uid, applied)
-        log.info("%s/%s: applied %d of %d children", owner.namespace, owner.name, len(changed), len(children))
+        if changed:
+            log.info(
+                "%s/%s: applied %d of %d children (%d rejected)",
+                owner.namespace,
+                owner.name,
+                len(changed),
+                len(children),
+                len(rejected),
+            )
+        await self._prune(owner, spec, set(digests))
+        retry_in_s = min((r.retry_at - now for r in rejected.values()), default=None)
+        return [r.rejection for r in rejected.values()], (
+            max(retry_in_s, 0.0) + 0.1 if retry_in_s is not None else None
+        )
+
+    async def _prune(self, owner: Owner, spec: SpeculativeDeploymentSpec, desired: set[Identity]) -> None:
+        """Delete the children of this owner (by uid, as the watches saw them) no longer desired.
+
+        A removed class's DaemonSet and ConfigMap, a class that turned infeasible or lost its nodes,
+        profiling Jobs of keys no longer in the spec. Kept although not in this pass's desired set:
+        profiling Jobs of the spec's keys (a finished Job tells its key's outcome until its TTL) and
+        the profiler's ServiceAccount (Jobs of this deployment may still run as it).
+        """
+        key = (owner.namespace, owner.name)
+        keep = {
+            ("batch/v1", "Job", owner.namespace, profiling_job_name(owner, *k)) for k in profile_keys(spec)
+        } | {("v1", "ServiceAccount", owner.namespace, profiler_service_account_name(owner))}
+        seen = self.cache.children.get(key, {})
+        stale = [i for i, uid in seen.items() if uid == owner.uid and i not in desired and i not in keep]
+        for identity in stale:
+            api_version, kind, namespace, name = identity
+            API_REQUESTS.labels("delete", kind.lower() + "s").inc()
+            try:
+                await self.client.delete(  # type: ignore[call-overload]
+                    resource_registry.load(api_version, kind), name, namespace=namespace, cascade="Background"
+                )
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            seen.pop(identity, None)
+            self._applied.get(key, ("", {}))[1].pop(identity, None)
+            log.info("%s/%s: pruned %s %s", owner.namespace, owner.name, kind, name)
 
     def child_deleted(self, key: Key, api_version: str, kind: str, name: str) -> None:
         """A child was deleted (by a user, or its TTL): the next reconcile applies it again if wanted."""
@@ -284,6 +401,9 @@ class Reconciler:
         self._applied.pop(key, None)
         self._written.pop(key, None)
         self.tokens.pop(key, None)
+        self._rejected.pop(key, None)
+        self._posted.pop(key, None)
+        self.cache.children.pop(key, None)
         for pool_key in [k for k in self.cache.live if k[:2] == key]:
             del self.cache.live[pool_key]
         try:
@@ -326,6 +446,12 @@ class Reconciler:
         await self._event(body, Event("Warning", "InvalidSpec", message))
 
     async def _event(self, body: dict[str, Any], event: Event) -> None:
+        """Post ``event`` unless the last one of its reason for this deployment said the same."""
+        meta = body["metadata"]
+        posted = self._posted.setdefault((meta["namespace"], meta["name"]), {})
+        if posted.get(event.reason) == event.message:
+            return
+        posted[event.reason] = event.message
         try:
             await post_event(self.client, body, event, self.settings.field_manager)
         except ApiError as exc:  # events are best effort; never fail a reconcile over one

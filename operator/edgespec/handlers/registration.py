@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import kopf
 from aiohttp import web
-from lightkube import ApiError, AsyncClient
-from lightkube.resources.core_v1 import Node
+from lightkube import ALL_NS, ApiError, AsyncClient
+from lightkube.resources.core_v1 import ConfigMap, Node, Secret, Service, ServiceAccount
 from pydantic import ValidationError
 
 from edgespec.api.base import GROUP, VERSION
@@ -26,7 +27,7 @@ from edgespec.handlers.http import make_app, serve
 from edgespec.handlers.kube import EdgeProfileResource
 from edgespec.handlers.metrics import API_REQUESTS
 from edgespec.handlers.reconcile import Reconciler
-from edgespec.handlers.workqueue import WorkQueue
+from edgespec.handlers.workqueue import WorkQueue, backoff_delay
 from edgespec.plan import JobOutcome, Rollout
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo, matches, now_utc
@@ -54,12 +55,16 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     async def handle(key: tuple[str, str]) -> None:
         try:
             await reconciler.reconcile(key)
-        except Exception:  # keep the worker alive; retry with a delay
-            log.exception("reconcile of %s/%s failed; retrying in 5 s", *key)
-            QUEUE.add_later(key, 5.0)
+        except Exception:  # keep the worker alive; retry with exponential backoff and jitter
+            delay = QUEUE.retry(key)
+            log.exception("reconcile of %s/%s failed; retrying in %.1f s", *key, delay)
+        else:
+            QUEUE.forget(key)
 
     for _worker in range(SETTINGS.workers):
         _TASKS.append(asyncio.create_task(QUEUE.worker(handle)))
+    namespaces = [n for n in SETTINGS.namespaces.split(",") if n]
+    _TASKS.append(asyncio.create_task(watch_plain_children(client, namespaces)))
     if SETTINGS.metrics_port:
         app = make_app(CACHE, QUEUE, reconciler.tokens)
         _RUNNERS.append(await serve(app, SETTINGS.http_host, SETTINGS.metrics_port))
@@ -173,16 +178,32 @@ def _rollout(kind: str, status: dict[str, Any]) -> Rollout:
     return Rollout(ready=status.get("readyReplicas", 0), desired=status.get("replicas", 0))
 
 
-def _owners(body: kopf.Body, namespace: str | None) -> list[tuple[str, str]]:
-    """Keys of the SpeculativeDeployments owning ``body``."""
+def _owner_refs(body: Mapping[str, Any], namespace: str | None) -> list[tuple[tuple[str, str], str]]:
+    """Keys and uids of the SpeculativeDeployments owning ``body``."""
     return [
-        (namespace or "", ref["name"])
+        ((namespace or "", ref["name"]), ref.get("uid", ""))
         for ref in body.get("metadata", {}).get("ownerReferences") or []
         if ref.get("kind") == "SpeculativeDeployment" and ref.get("apiVersion", "").startswith(GROUP + "/")
     ]
 
 
-def _child_deleted(body: kopf.Body, namespace: str | None, name: str) -> None:
+def _owners(body: Mapping[str, Any], namespace: str | None) -> list[tuple[str, str]]:
+    """Keys of the SpeculativeDeployments owning ``body``."""
+    return [key for key, _uid in _owner_refs(body, namespace)]
+
+
+def _record_child(type: str, body: Mapping[str, Any], namespace: str | None, name: str) -> None:
+    """Keep ``CACHE.children`` current: what each deployment owns, for pruning without a LIST."""
+    identity = (str(body.get("apiVersion", "")), str(body.get("kind", "")), namespace or "", name)
+    for key, uid in _owner_refs(body, namespace):
+        children = CACHE.children.setdefault(key, {})
+        if type == "DELETED":
+            children.pop(identity, None)
+        else:
+            children[identity] = uid
+
+
+def _child_deleted(body: Mapping[str, Any], namespace: str | None, name: str) -> None:
     """Deleted under us (a user, a TTL): let the owner's next reconcile apply it again if wanted."""
     for owner in _owners(body, namespace):
         if _RECONCILER:
@@ -193,6 +214,7 @@ def _child_deleted(body: kopf.Body, namespace: str | None, name: str) -> None:
 
 
 def _workload_event(kind: str, type: str, body: kopf.Body, namespace: str | None, name: str) -> None:
+    _record_child(type, body, namespace, name)
     key = (namespace or "", kind, name)
     if type == "DELETED":
         CACHE.workloads.pop(key, None)
@@ -206,7 +228,7 @@ def _workload_event(kind: str, type: str, body: kopf.Body, namespace: str | None
         QUEUE.add(owner)
 
 
-_OURS = {"app.kubernetes.io/managed-by": "edgespec"}
+_OURS: dict[str, Any] = {"app.kubernetes.io/managed-by": "edgespec"}
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OURS)
@@ -221,6 +243,7 @@ async def drafts_event(type: str, body: kopf.Body, namespace: str | None, name: 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**_OURS, "app.kubernetes.io/component": "profiler"})
 async def profiling_job_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    _record_child(type, body, namespace, name)
     key = (namespace or "", name)
     outcome = None if type == "DELETED" else _job_outcome(dict(body.get("status") or {}))
     if type == "DELETED":
@@ -245,3 +268,39 @@ def _job_outcome(status: dict[str, Any]) -> JobOutcome | None:
             finished = datetime.fromisoformat(when.replace("Z", "+00:00")) if when else now_utc()
             return JobOutcome(failed=condition["type"] == "Failed", finished_at=finished)
     return None
+
+
+PLAIN_CHILDREN = (ConfigMap, Service, Secret, ServiceAccount)
+"""Children with no status worth a kopf handler, watched only to restore them and to prune.
+
+Watched with lightkube and a server-side label selector rather than kopf (whose label filter is
+client-side): the operator never receives, let alone keeps, a Secret or ConfigMap it did not make.
+"""
+
+
+async def watch_plain_children(client: AsyncClient, namespaces: list[str]) -> None:
+    """One watch per kind (and namespace, in namespaced mode), re-opened when it ends or fails."""
+    await asyncio.gather(
+        *(_watch_kind(client, kind, ns) for kind in PLAIN_CHILDREN for ns in (namespaces or [ALL_NS]))
+    )
+
+
+async def _watch_kind(client: AsyncClient, resource: Any, namespace: str) -> None:
+    failures = 0
+    while True:
+        try:
+            async for op, obj in client.watch(resource, namespace=namespace, labels=dict(_OURS)):
+                failures = 0
+                body = {**obj.to_dict(), "apiVersion": "v1", "kind": resource.__name__}  # all core/v1
+                meta = body.get("metadata") or {}
+                ns, name = meta.get("namespace"), meta.get("name", "")
+                _record_child(op, body, ns, name)
+                if op == "DELETED":
+                    _child_deleted(body, ns, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the API server away, a 410: start over after a backoff
+            failures += 1
+            delay = backoff_delay(failures)
+            log.warning("watch of %s failed (%s); re-opening in %.1f s", resource.__name__, exc, delay)
+            await asyncio.sleep(delay)

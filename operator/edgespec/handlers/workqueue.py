@@ -7,9 +7,23 @@ once more afterwards, so no event is lost and no two reconciles of one object ra
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 
 Key = tuple[str, str]
+
+BACKOFF_BASE_S = 2.0
+BACKOFF_CAP_S = 300.0
+
+
+def backoff_delay(failures: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter, capped: ``base * 2^(failures-1)`` times a factor in [0.5, 1).
+
+    The jitter keeps many keys failing together (an API server restart) from retrying in lockstep.
+    """
+    exponent = min(max(failures - 1, 0), 16)
+    jitter = 0.5 + float((rng or random).random()) / 2
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**exponent) * jitter
 
 
 class WorkQueue:
@@ -21,6 +35,18 @@ class WorkQueue:
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._failures: dict[Key, int] = {}
+
+    def retry(self, key: Key) -> float:
+        """After a failed reconcile: queue ``key`` again after its next backoff; returns the delay."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = backoff_delay(failures)
+        self.add_later(key, delay)
+        return delay
+
+    def forget(self, key: Key) -> None:
+        """After a reconcile that succeeded: the key's next failure starts its backoff over."""
+        self._failures.pop(key, None)
 
     def add(self, key: Key) -> None:
         if key in self._active:
