@@ -193,6 +193,10 @@ def _profile(args: argparse.Namespace, settings: EdgeSettings) -> None:
         print(f"wrote {len(profiles)} EdgeProfile(s) to {args.output}")
     if args.apply:
         apply_to_cluster(profiles, args.kubeconfig)
+    if args.report:
+        from edgespec_edge.profiler import write_report
+
+        write_report(profiles, args.report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--output", type=Path, help="write the profiles to this YAML file")
     profile.add_argument("--apply", action="store_true", help="server-side apply them to the cluster")
     profile.add_argument("--kubeconfig", type=Path, help="with --apply, outside a pod")
+    profile.add_argument(
+        "--report",
+        type=Path,
+        help="write the one profile's spec as compact JSON to this file (a profiling Job passes its "
+        "termination-message path: it needs no API rights, and the operator validates what it reads)",
+    )
     profile.set_defaults(handler=_profile, settings=_profile_settings)
     return parser
 
@@ -290,8 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """What argparse cannot say: options that only make sense together."""
     if args.command == "profile":
-        if not (args.output or args.apply):
-            parser.error("profile: give --output FILE and/or --apply")
+        if not (args.output or args.apply or args.report):
+            parser.error("profile: give --output FILE, --report FILE and/or --apply")
+        if args.report and args.draft is not None and len(args.draft) != 1:
+            parser.error("profile: --report holds one profile; give one --draft (or --draft-file)")
         if args.draft_file is not None and not (args.draft_model and args.quantization):
             parser.error("profile: --draft-file needs --draft-model NAME and --quantization Q to name it")
         if args.draft is not None and (args.draft_model or args.quantization):

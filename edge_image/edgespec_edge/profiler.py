@@ -350,3 +350,35 @@ def apply_to_cluster(profiles: Sequence[EdgeProfile], kubeconfig: Path | None = 
         resource: Any = codecs.from_dict(body)
         client.apply(resource, force=True)
         progress(f"applied EdgeProfile {body['metadata']['name']}")
+
+
+REPORT_LIMIT = 4000
+"""The kubelet keeps at most 4096 bytes of a termination message."""
+
+
+def write_report(profiles: Sequence[EdgeProfile], path: Path) -> None:
+    """The one profile's spec as compact JSON, for the operator to validate and publish.
+
+    A profiling Job writes it to its termination message: no API rights are needed, and only the
+    kubelet of the node it ran on can put it in the pod's status. Detail that does not fit the
+    kubelet's 4 KiB (notes, then the measured latency points behind the fitted line) is dropped.
+    """
+    if len(profiles) != 1:
+        raise ValueError(f"a report holds one profile, got {len(profiles)}")
+    spec = profiles[0].spec
+    for trimmed in (
+        spec,
+        spec.model_copy(update={"notes": None}),
+        spec.model_copy(
+            update={
+                "notes": None,
+                "verify_latency": spec.verify_latency.model_copy(update={"measured": []}),
+            }
+        ),
+    ):
+        text = json.dumps(trimmed.to_api(), separators=(",", ":"))
+        if len(text.encode()) <= REPORT_LIMIT:
+            path.write_text(text, encoding="utf-8")
+            progress(f"reported {len(text)} bytes to {path}")
+            return
+    raise ValueError(f"the profile does not fit {REPORT_LIMIT} bytes even without notes and points")

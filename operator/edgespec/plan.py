@@ -40,7 +40,6 @@ from edgespec.builders import (
     WorkloadImages,
     build_draft_servers,
     build_draft_service,
-    build_profiler_rbac,
     build_profiling_job,
     build_verifier,
     build_verifier_disruption_budget,
@@ -689,8 +688,6 @@ def desired_children(
         )
     if any(c["kind"] == "DaemonSet" for c in children):
         children.append(build_draft_service(DeploymentInput(**common)))
-    if profiling_jobs:
-        children += build_profiler_rbac(owner)
     for job in profiling_jobs:
         cls_name, draft, quant = job.key
         children.append(

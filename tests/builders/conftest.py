@@ -14,7 +14,6 @@ from edgespec.builders import (
     VerifierInput,
     build_draft_servers,
     build_draft_service,
-    build_profiler_rbac,
     build_profiling_job,
     build_verifier,
 )
@@ -60,7 +59,6 @@ def all_manifests(
             *build_draft_servers(draft_input),
             build_draft_service(draft_input),
             build_profiling_job(profiling_input),
-            *build_profiler_rbac(OWNER),
         ]
 
     return build

@@ -35,7 +35,6 @@ from edgespec.builders import (
     VerifierInput,
     build_draft_servers,
     build_draft_service,
-    build_profiler_rbac,
     build_profiling_job,
     build_verifier,
 )
@@ -94,7 +93,6 @@ def children(spec_data: dict[str, Any], engine: str, cache: ModelCache | None) -
     out = [
         *build_verifier(VerifierInput(**common, token="t0ken")),
         build_draft_service(DeploymentInput(**common)),
-        *build_profiler_rbac(OWNER),
     ]
     for device_class in spec.device_classes:
         for draft in spec.drafts:
@@ -217,6 +215,8 @@ def mount_for(container: dict[str, Any], path: str) -> dict[str, Any] | None:
 
 def check_path(pod: dict[str, Any], container: dict[str, Any], path: str, *, write: bool, where: str) -> None:
     """``path`` is in a mounted volume (a projected item of it for Secrets and ConfigMaps)."""
+    if path == container.get("terminationMessagePath", "/dev/termination-log"):
+        return  # the kubelet bind-mounts it, writable, whatever the root filesystem
     mount = mount_for(container, path)
     assert mount is not None, f"{where}: {path} is in no mounted volume (root filesystem is read-only)"
     if write:
@@ -350,8 +350,10 @@ def check_identity(
     pod = pod_spec(item.manifest)
     assert pod is not None
     args = item.args
-    assert args.apply and args.output is None, f"{item.where}: the Job writes its EdgeProfile to the API"
-    assert pod["serviceAccountName"] in accounts and pod["automountServiceAccountToken"], item.where
+    # No API rights: the report goes to the termination message, the operator validates and publishes it.
+    assert not args.apply and args.output is None, f"{item.where}: the Job has no API rights to write with"
+    assert str(args.report) == item.container["terminationMessagePath"], item.where
+    assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False, item.where
     labels = item.manifest["metadata"]["labels"]
     assert args.device_class == labels["edgespec.dev/device-class"], item.where
     assert args.target == spec_data["target"]["name"], f"{item.where}: the operator ignores other targets"

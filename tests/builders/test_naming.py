@@ -9,8 +9,6 @@ from edgespec.builders import Owner, owner_reference
 from edgespec.builders.naming import (
     draft_name,
     drafts_service_name,
-    profiler_cluster_role_binding_name,
-    profiler_service_account_name,
     profiling_job_name,
     verifier_name,
     verifier_secret_name,
@@ -41,8 +39,6 @@ def children(o: Owner, device_class: str, draft: str, quant: str) -> dict[tuple[
         ("service", "drafts"): drafts_service_name(o),
         ("draft", device_class): draft_name(o, device_class),
         ("job", f"{device_class}\0{draft}\0{quant}"): profiling_job_name(o, device_class, draft, quant),
-        ("sa", ""): profiler_service_account_name(o),
-        ("crb", o.namespace): profiler_cluster_role_binding_name(o),
     }
 
 
@@ -66,27 +62,26 @@ def test_names_are_dns_1035_and_at_most_63(name: str) -> None:
 def test_no_two_identities_share_a_name(identities: list[tuple[str, str, str, str, str]]) -> None:
     """Over random (namespace, deployment, class, draft, quantisation): one name per identity.
 
-    Names of one kind must differ within a namespace (cluster-scoped ones everywhere); a name that
-    two different identities map to is a collision.
+    Names of one kind must differ within a namespace (the operator makes no cluster-scoped
+    children); a name that two different identities map to is a collision.
     """
     seen: dict[tuple[str, str, str], tuple[str, ...]] = {}
     for namespace, deployment, cls, draft, quant in identities:
         o = owner(deployment, namespace)
         for (group, part), name in children(o, cls, draft, quant).items():
             assert len(name) <= 63 and DNS_1035.match(name), name
-            scope = "" if group == "crb" else namespace
             identity = (namespace, deployment, group, part)
-            first = seen.setdefault((group, scope, name), identity)
+            first = seen.setdefault((group, namespace, name), identity)
             assert first == identity, f"{name!r} names both {first} and {identity}"
 
 
 def test_the_reported_collision_pairs_get_distinct_names() -> None:
     # Same namespace: deployment "coll" class "draft-x" against deployment "coll-draft" class "x".
     assert draft_name(owner("coll", "ns"), "draft-x") != draft_name(owner("coll-draft", "ns"), "x")
-    # Across namespaces: "a-b"/"c" against "a"/"b-c" shared one profiler ClusterRoleBinding.
-    assert profiler_cluster_role_binding_name(owner("c", "a-b")) != profiler_cluster_role_binding_name(
-        owner("b-c", "a")
-    )
+    # Across namespaces: "a-b"/"c" and "a"/"b-c" shared one profiler ClusterRoleBinding; there are no
+    # cluster-scoped children now, and their names differ anyway (the namespace is hashed).
+    job = ("x", "d", "q")
+    assert profiling_job_name(owner("c", "a-b"), *job) != profiling_job_name(owner("b-c", "a"), *job)
     # A verifier of "a-draft" against the draft servers of class "verifier" of "a".
     assert verifier_name(owner("a-draft")) != draft_name(owner("a"), "verifier")
 

@@ -1,10 +1,9 @@
-"""Profiling Jobs are pinned, bounded and authenticated; profilers may write EdgeProfiles, nothing else."""
+"""Profiling Jobs are pinned and bounded, hold the verifier token and no API rights, report by message."""
 
 from __future__ import annotations
 
-from builder_samples import OWNER
-from edgespec.builders import ProfilingJobInput, build_profiler_rbac, build_profiling_job
-from edgespec.builders.naming import profiler_service_account_name, verifier_url
+from edgespec.builders import ProfilingJobInput, build_profiling_job
+from edgespec.builders.naming import verifier_url
 from edgespec.builders.podspec import TOKEN_FILE
 
 
@@ -32,7 +31,6 @@ def test_job_limits_come_from_the_profiling_spec(profiling_input: ProfilingJobIn
 
 def test_job_profiles_against_the_verifier_with_the_token(profiling_input: ProfilingJobInput) -> None:
     pod = build_profiling_job(profiling_input)["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == profiler_service_account_name(OWNER)
     (container,) = pod["containers"]
     args = container["args"]
     assert args[0] == "profile"
@@ -52,22 +50,13 @@ def test_job_profiles_against_the_verifier_with_the_token(profiling_input: Profi
     assert prompts["configMap"]["name"] == "my-prompts"
 
 
-def test_profiler_may_only_write_edge_profiles() -> None:
-    account, role, binding = build_profiler_rbac(OWNER)
-    assert account["kind"] == "ServiceAccount"
-    assert role["kind"] == "ClusterRole"
-    assert role["rules"] == [
-        {
-            "apiGroups": ["edgespec.dev"],
-            "resources": ["edgeprofiles"],
-            "verbs": ["get", "create", "patch", "update"],
-        }
-    ]
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": role["metadata"]["name"],
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": OWNER.namespace}
-    ]
+def test_profiler_has_no_api_rights_and_reports_by_termination_message(
+    profiling_input: ProfilingJobInput,
+) -> None:
+    pod = build_profiling_job(profiling_input)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    (container,) = pod["containers"]
+    assert container["args"][container["args"].index("--report") + 1] == "/dev/termination-log"
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "File"
+    assert "--apply" not in container["args"]

@@ -324,3 +324,41 @@ def test_events_are_posted_once_per_change(op: Operator) -> None:
         assert len(events(cluster, name, "Selected")) == 1
     finally:
         delete(cluster, name)
+
+
+def test_a_profilers_report_is_validated_and_nothing_cluster_scoped_is_made(op: Operator) -> None:
+    """KWOK completes a profiling pod the way a profiler that reports nothing would (exit 0, empty
+    termination message): the operator refuses it, publishes no profile, fails the key visibly."""
+    cluster = op.cluster
+    name = "trust"
+    doc = deployment(name, ["rpi5"])
+    doc["spec"]["drafts"][0]["name"] = "never-profiled"  # no profile: a Job is scheduled
+    doc["spec"]["profiling"] = {"enabled": True}
+    apply(cluster, doc)
+    try:
+        job = wait_for(
+            "a profiling Job",
+            lambda: json.loads(
+                cluster.kubectl(
+                    "get", "jobs", "-n", "default", "-l", "app.kubernetes.io/instance=trust", "-o", "json"
+                ).stdout
+            )["items"],
+        )[0]
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+        rejected = wait_for("ProfileRejected", lambda: events(cluster, name, "ProfileRejected"), timeout_s=60)
+        assert "not an EdgeProfile spec" in rejected[0]["message"], rejected[0]["message"]
+        profiled = wait_for(
+            "Profiled=False",
+            lambda: (c := condition(status(cluster, name), "Profiled"))["status"] == "False" and c,
+        )
+        assert profiled["reason"] == "ProfilingFailed" and "never-profiled" in profiled["message"]
+        profiles = json.loads(cluster.kubectl("get", "edgeprofiles", "-o", "json").stdout)["items"]
+        assert not [p for p in profiles if p["spec"]["draftModel"] == "never-profiled"]
+        made = cluster.kubectl(
+            "get", "clusterrolebindings,clusterroles,serviceaccounts", "-A", "-l",
+            "app.kubernetes.io/managed-by=edgespec", "-o", "name",
+        ).stdout  # fmt: skip
+        assert made.strip() == "", f"cluster-scoped or ServiceAccount children: {made}"
+    finally:
+        delete(cluster, name)

@@ -23,10 +23,6 @@ from edgespec.builders.inputs import (
 )
 from edgespec.builders.naming import Owner, common_labels, owner_reference, verifier_url
 from edgespec.builders.profiling import (
-    build_profiler_cluster_role,
-    build_profiler_cluster_role_binding,
-    build_profiler_rbac,
-    build_profiler_service_account,
     build_profiling_job,
 )
 from edgespec.builders.verifier import (
@@ -49,10 +45,6 @@ __all__ = [
     "build_draft_daemon_set",
     "build_draft_servers",
     "build_draft_service",
-    "build_profiler_cluster_role",
-    "build_profiler_cluster_role_binding",
-    "build_profiler_rbac",
-    "build_profiler_service_account",
     "build_profiling_job",
     "build_verifier",
     "build_verifier_deployment",

@@ -36,8 +36,6 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_DEPLOYMENT = "edgespec.dev/deployment"
-LABEL_NAMESPACE = "edgespec.dev/namespace"
-"""On cluster-scoped children only: they cannot carry an owner reference to a namespaced owner."""
 
 Component = Literal["verifier", "draft", "profiler"]
 
@@ -154,20 +152,6 @@ def draft_name(owner: Owner, device_class: str) -> str:
 def profiling_job_name(owner: Owner, device_class: str, draft_model: str, quantization: str) -> str:
     """Name of the profiling Job of one (device class, draft model, quantisation)."""
     return child_name(owner, "profile", device_class, draft_model, quantization)
-
-
-def profiler_service_account_name(owner: Owner) -> str:
-    """Name of the profiling Jobs' ServiceAccount (one per deployment)."""
-    return child_name(owner, "profiler")
-
-
-PROFILER_CLUSTER_ROLE = "edgespec-profiler"
-"""The one shared ClusterRole of all profilers; its rules do not depend on any deployment."""
-
-
-def profiler_cluster_role_binding_name(owner: Owner) -> str:
-    """Cluster-scoped; the namespace is in the hash like every other child name."""
-    return dns_name("edgespec-profiler", owner.namespace, owner.name)
 
 
 def verifier_url(owner: Owner, port: int) -> str:

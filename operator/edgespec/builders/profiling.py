@@ -1,4 +1,4 @@
-"""Profiling: one Job per (device class, draft model, quantisation), and the profiler's RBAC.
+"""Profiling: one Job per (device class, draft model, quantisation), with no API rights.
 
 Each Job runs the edge image's ``profile`` command on one chosen node of the class against the
 verifier Service, measures v_d, alpha(K) and T_verify(K), and writes the result as an ``EdgeProfile``.
@@ -7,28 +7,22 @@ so the scheduler still honours the node's taints and free resources. The draft G
 init container into an ``emptyDir`` (a link into the node model cache when there is one); the
 verifier token is mounted from its Secret.
 
-RBAC: EdgeProfiles are cluster-scoped, so writing them needs a ClusterRole and a ClusterRoleBinding.
-Cluster-scoped objects cannot name a namespaced owner in an owner reference (the garbage collector
-would treat the reference as dangling), so those two carry no owner reference; they carry the
-common labels plus ``edgespec.dev/namespace`` instead, and the handler deletes the binding when the
-deployment goes (the ClusterRole is one shared object whose rules depend on nothing per deployment).
+Trust: the profiler runs on an edge node and gets no API rights at all. No ServiceAccount token
+is mounted; it writes its measurement as its termination message (``--report``), which only the
+kubelet of its node can put into the pod's status, and the operator validates it (from the Job it
+launched, on the node it pinned, for the key it asked, finite and in range: ``edgespec.provenance``)
+before it creates or updates the shared, cluster-scoped ``EdgeProfile`` with provenance. So there
+is no profiler ServiceAccount, Role, ClusterRole or ClusterRoleBinding to make, leak or orphan.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from edgespec.api.base import GROUP
 from edgespec.api.profile import LABEL_DRAFT_MODEL, LABEL_QUANTIZATION, label_value
 from edgespec.builders.inputs import ProfilingJobInput
 from edgespec.builders.naming import (
-    LABEL_NAMESPACE,
-    PROFILER_CLUSTER_ROLE,
-    Owner,
-    common_labels,
     object_meta,
-    profiler_cluster_role_binding_name,
-    profiler_service_account_name,
     profiling_job_name,
     verifier_secret_name,
     verifier_url,
@@ -57,18 +51,8 @@ PROMPTS_DIR = "/etc/edgespec/prompts"
 PROMPTS_KEY = "prompts.jsonl"
 PROMPTS_VOLUME = "prompts"
 
-PROFILER_RULES: list[dict[str, Any]] = [
-    {
-        # Exactly what writing one's own measurement needs: read it back (get), create it the first
-        # time, replace or patch it on a re-profile. No list/watch (a profiler has no business
-        # enumerating others' profiles), no delete, and nothing else in the cluster: the Job's
-        # token is on an edge device we do not fully trust. resourceNames cannot narrow create, so
-        # create stays unrestricted; the API server's schema and CEL rules still validate the body.
-        "apiGroups": [GROUP],
-        "resources": ["edgeprofiles"],
-        "verbs": ["get", "create", "patch", "update"],
-    }
-]
+REPORT_FILE = "/dev/termination-log"
+"""Where the profiler writes its result: the container's termination message (at most 4 KiB)."""
 
 
 def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
@@ -95,7 +79,7 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
         "--target-model", spec.target.name,
         "--k-min", str(spec.speculative_length.min),
         "--k-max", str(spec.speculative_length.max),
-        "--apply",
+        "--report", REPORT_FILE,
     ]  # fmt: skip
     mounts = [
         *model_mounts(inp.model_cache),
@@ -131,6 +115,8 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
         "resources": resources(device_class.resources),
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
+        "terminationMessagePath": REPORT_FILE,
+        "terminationMessagePolicy": "File",  # the report only, never logs the operator would misread
     }
     pin_to_node = {
         "nodeAffinity": {
@@ -153,8 +139,7 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
                 "metadata": {"labels": meta["labels"]},
                 "spec": {
                     "restartPolicy": "Never",
-                    "serviceAccountName": profiler_service_account_name(inp.owner),
-                    "automountServiceAccountToken": True,  # the profiler writes its EdgeProfile
+                    "automountServiceAccountToken": False,  # no API rights: it reports, we decide
                     "securityContext": pod_security_context(),
                     "nodeSelector": dict(device_class.node_selector),
                     "affinity": pin_to_node,
@@ -166,59 +151,3 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
             },
         },
     }
-
-
-def build_profiler_service_account(owner: Owner) -> dict[str, Any]:
-    """The profiling Jobs' ServiceAccount in the deployment's namespace (owned: deleted with it)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": object_meta(owner, profiler_service_account_name(owner), "profiler"),
-    }
-
-
-def _cluster_scoped_meta(owner: Owner, name: str) -> dict[str, Any]:
-    return {"name": name, "labels": {**common_labels(owner, "profiler"), LABEL_NAMESPACE: owner.namespace}}
-
-
-def build_profiler_cluster_role(owner: Owner) -> dict[str, Any]:
-    """The shared ClusterRole of all profilers (see :data:`PROFILER_RULES`); no owner reference.
-
-    Its labels name the deployment that last applied it; its rules are the same for every caller.
-    """
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": _cluster_scoped_meta(owner, PROFILER_CLUSTER_ROLE),
-        "rules": PROFILER_RULES,
-    }
-
-
-def build_profiler_cluster_role_binding(owner: Owner) -> dict[str, Any]:
-    """Binds the deployment's profiler ServiceAccount to the shared ClusterRole; deleted by the handler."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": _cluster_scoped_meta(owner, profiler_cluster_role_binding_name(owner)),
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": PROFILER_CLUSTER_ROLE,
-        },
-        "subjects": [
-            {
-                "kind": "ServiceAccount",
-                "name": profiler_service_account_name(owner),
-                "namespace": owner.namespace,
-            }
-        ],
-    }
-
-
-def build_profiler_rbac(owner: Owner) -> list[dict[str, Any]]:
-    """ServiceAccount, ClusterRole and ClusterRoleBinding, in the order to apply them."""
-    return [
-        build_profiler_service_account(owner),
-        build_profiler_cluster_role(owner),
-        build_profiler_cluster_role_binding(owner),
-    ]

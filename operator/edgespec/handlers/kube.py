@@ -112,3 +112,10 @@ async def pending_pods(client: AsyncClient, namespace: str, labels: dict[str, st
             Pod, namespace=namespace, labels=selector, fields={"status.phase": "Pending"}
         )
     ]
+
+
+async def job_pods(client: AsyncClient, namespace: str, job_name: str) -> list[dict[str, Any]]:
+    """The pods of one Job (by the label the Job controller sets), as dicts."""
+    API_REQUESTS.labels("list", "pods").inc()
+    selector: dict[str, Any] = {"batch.kubernetes.io/job-name": job_name}
+    return [pod.to_dict() async for pod in client.list(Pod, namespace=namespace, labels=selector)]

@@ -19,7 +19,6 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.core.resource_registry import resource_registry
-from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from pydantic import ValidationError
 
 from edgespec.adaptation import LiveSample
@@ -31,18 +30,18 @@ from edgespec.builders.naming import (
     LABEL_INSTANCE,
     LABEL_NAME,
     draft_name,
-    profiler_cluster_role_binding_name,
-    profiler_service_account_name,
     profiling_job_name,
     verifier_name,
     verifier_secret_name,
     verifier_url,
 )
 from edgespec.builders.podspec import TOKEN_KEY
+from edgespec.builders.profiling import CONTAINER as PROFILER_CONTAINER
 from edgespec.handlers.cache import Cache, Identity, Key
 from edgespec.handlers.kube import (
     apply_manifest,
     apply_status,
+    job_pods,
     pending_pods,
     post_event,
     read_secret_value,
@@ -65,13 +64,14 @@ from edgespec.plan import (
     profile_keys,
     with_apply_outcome,
 )
+from edgespec.provenance import Expected, ProfilerRun, ResultRejected, profile_manifest, validate_result
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo, StuckPod, matches, now_utc, set_condition
 
 log = logging.getLogger("edgespec.reconcile")
 
 
-_FIRST_WAVE = frozenset({"Secret", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"})
+_FIRST_WAVE = frozenset({"Secret", "ConfigMap", "ServiceAccount"})
 
 
 REJECTED_CODES = frozenset({400, 403, 422})
@@ -97,6 +97,17 @@ def _rejection(manifest: dict[str, Any], exc: ApiError) -> ChildRejection:
         field=", ".join(dict.fromkeys(fields)),
         message=exc.status.message or str(exc),
     )
+
+
+def _pinned_node(job: dict[str, Any]) -> str:
+    """The node a profiling Job's pod is pinned to (its required node affinity on metadata.name)."""
+    affinity = job["spec"]["template"]["spec"].get("affinity") or {}
+    terms = affinity.get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", {})
+    for term in terms.get("nodeSelectorTerms") or []:
+        for field in term.get("matchFields") or []:
+            if field.get("key") == "metadata.name" and field.get("values"):
+                return str(field["values"][0])
+    return ""
 
 
 def _identity(manifest: dict[str, Any]) -> Identity:
@@ -143,6 +154,7 @@ class Reconciler:
         self.tokens: dict[Key, str] = {}  # verifier token per deployment, once read or generated
         self._rejected: dict[Key, dict[Identity, _Rejected]] = {}  # children the API server refused
         self._posted: dict[Key, dict[str, str]] = {}  # per deployment: reason -> last message posted
+        self._harvested: dict[tuple[str, str, str], bool] = {}  # (namespace, Job, uid) read -> accepted
 
     async def reconcile(self, key: Key) -> None:
         """One reconcile, timed and counted."""
@@ -365,13 +377,13 @@ class Reconciler:
 
         A removed class's DaemonSet and ConfigMap, a class that turned infeasible or lost its nodes,
         profiling Jobs of keys no longer in the spec. Kept although not in this pass's desired set:
-        profiling Jobs of the spec's keys (a finished Job tells its key's outcome until its TTL) and
-        the profiler's ServiceAccount (Jobs of this deployment may still run as it).
+        profiling Jobs of the spec's keys (a finished Job tells its key's outcome until its TTL). A
+        profiler ServiceAccount left by an older version is pruned like anything else not desired.
         """
         key = (owner.namespace, owner.name)
         keep = {
             ("batch/v1", "Job", owner.namespace, profiling_job_name(owner, *k)) for k in profile_keys(spec)
-        } | {("v1", "ServiceAccount", owner.namespace, profiler_service_account_name(owner))}
+        }
         seen = self.cache.children.get(key, {})
         stale = [i for i, uid in seen.items() if uid == owner.uid and i not in desired and i not in keep]
         for identity in stale:
@@ -395,7 +407,8 @@ class Reconciler:
             entry[1].pop((api_version, kind, key[0], name), None)
 
     async def forget(self, body: dict[str, Any]) -> None:
-        """After a deletion: remove what owner references cannot collect (a cluster-scoped binding)."""
+        """After a deletion: drop what the operator remembers of it (its children are all namespaced
+        and owned, so the garbage collector removes them; nothing cluster-scoped is left behind)."""
         owner = Owner.from_body(body)
         key = (owner.namespace, owner.name)
         self._applied.pop(key, None)
@@ -406,13 +419,85 @@ class Reconciler:
         self.cache.children.pop(key, None)
         for pool_key in [k for k in self.cache.live if k[:2] == key]:
             del self.cache.live[pool_key]
+
+    async def harvest(self, job: dict[str, Any]) -> bool:
+        """A profiling Job completed: validate its pod's report and publish the EdgeProfile.
+
+        The profiler has no API rights; its report is its termination message. Accepted only from a
+        pod of this very Job (controller uid), on the node the Job was pinned to, a node of the
+        class, for the Job's key and the deployment's target, finite and in range
+        (``edgespec.provenance``). A rejected report fails the key, with a Warning saying why:
+        returns False then, True otherwise (published, already read, or no longer wanted).
+        """
+        meta = job["metadata"]
+        namespace, job_name, job_uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        marker = (namespace, job_name, job_uid)
+        if marker in self._harvested:
+            return self._harvested[marker]
+        refs = meta.get("ownerReferences") or []
+        owners = [r["name"] for r in refs if r.get("kind") == "SpeculativeDeployment"]
+        body = self.cache.deployments.get((namespace, owners[0])) if owners else None
+        if body is None:
+            return True
         try:
-            await self.client.delete(ClusterRoleBinding, profiler_cluster_role_binding_name(owner))
-        except ApiError as exc:
-            if exc.status.code != 404:
-                log.warning(
-                    "could not delete the profiler binding of %s/%s: %s", owner.namespace, owner.name, exc
-                )
+            spec = SpeculativeDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return True
+        owner = Owner.from_body(body)
+        profile_key = next((k for k in profile_keys(spec) if profiling_job_name(owner, *k) == job_name), None)
+        if profile_key is None:
+            return True  # no longer wanted: pruning removes the Job
+        device_class = next(c for c in spec.device_classes if c.name == profile_key[0])
+        pinned = _pinned_node(job)
+        node = self.cache.nodes.get(pinned)
+        expected = Expected(
+            device_class=profile_key[0],
+            draft_model=profile_key[1],
+            quantization=profile_key[2],
+            target_model=spec.target.name,
+            node=pinned,
+            node_labels=dict(node.labels) if node is not None else {},
+            selector=dict(device_class.node_selector),
+            k_min=spec.speculative_length.min,
+            k_max=spec.speculative_length.max,
+        )
+        try:
+            run = await self._report_of(namespace, job_name, job_uid)
+            profile = validate_result(run, expected)
+        except ResultRejected as exc:
+            log.warning("%s/%s: profiling Job %s: report rejected: %s", namespace, owner.name, job_name, exc)
+            self._harvested[marker] = False
+            await self._event(body, Event("Warning", "ProfileRejected", f"profiling Job {job_name}: {exc}"))
+            return False
+        await apply_manifest(self.client, profile_manifest(profile, run), self.settings.field_manager)
+        self._harvested[marker] = True
+        log.info("%s/%s: published the profile %s measured by Job %s on %s", namespace, owner.name,
+                 "/".join(profile_key), job_name, run.node)  # fmt: skip
+        return True
+
+    async def _report_of(self, namespace: str, job_name: str, job_uid: str) -> ProfilerRun:
+        """The succeeded pod of the Job and its profiler container's termination message."""
+        for pod in await job_pods(self.client, namespace, job_name):
+            meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+            if not any(r.get("uid") == job_uid for r in meta.get("ownerReferences") or []):
+                continue
+            if status.get("phase") != "Succeeded":
+                continue
+            for container in status.get("containerStatuses") or []:
+                terminated = (container.get("state") or {}).get("terminated") or {}
+                if container.get("name") == PROFILER_CONTAINER and terminated.get("exitCode") == 0:
+                    return ProfilerRun(
+                        namespace=namespace,
+                        job=job_name,
+                        pod=meta.get("name", ""),
+                        node=(pod.get("spec") or {}).get("nodeName", ""),
+                        message=terminated.get("message") or "",
+                    )
+        raise ResultRejected(f"no succeeded pod of Job {job_name} with a profiler report")
+
+    def job_gone(self, namespace: str, job_name: str) -> None:
+        """The Job was deleted (TTL, prune, a user): its harvest record goes with it."""
+        self._harvested = {h: ok for h, ok in self._harvested.items() if h[:2] != (namespace, job_name)}
 
     async def _invalid(
         self,

@@ -248,8 +248,16 @@ async def profiling_job_event(type: str, body: kopf.Body, namespace: str | None,
     outcome = None if type == "DELETED" else _job_outcome(dict(body.get("status") or {}))
     if type == "DELETED":
         CACHE.finished_jobs.pop(key, None)
+        if _RECONCILER:
+            _RECONCILER[0].job_gone(namespace or "", name)
         _child_deleted(body, namespace, name)
         return
+    if outcome is not None and not outcome.failed and _RECONCILER:
+        try:  # a completed profiler's report: validated, then published as an EdgeProfile
+            if not await _RECONCILER[0].harvest(dict(body)):
+                outcome = JobOutcome(failed=True, finished_at=outcome.finished_at)  # report refused
+        except Exception:  # the key's grace period then fails it visibly; never kill the watch
+            log.exception("could not read the report of profiling Job %s/%s", namespace, name)
     if CACHE.finished_jobs.get(key) == outcome:
         return
     if outcome is None:
