@@ -52,55 +52,58 @@ app.kubernetes.io/part-of: edgespec
 
 {{/*
 Rules on namespaced objects: in the ClusterRole when rbac.clusterWide, else in a Role per watched
-namespace. Every rule says what it is for.
+namespace. Every rule says what it is for. What Kubernetes RBAC cannot express, and so is not here:
+- "only objects it created": a rule names resources, verbs and at most fixed resourceNames. create
+  cannot be narrowed by name at all (the name is not known when the request is authorised), and the
+  operator's child names are hashes of the deployment, so no fixed list exists for the other verbs
+  either. Label selectors are not part of RBAC. What limits it is the namespace (watchNamespaces
+  mode) and the operator's own code (it only touches objects labelled
+  app.kubernetes.io/managed-by=edgespec and owned by one of its SpeculativeDeployments).
+- "read only its own Secrets": get/list/watch on secrets in a namespace reads every Secret there.
+  The operator asks with a server-side label selector, so it never receives another Secret, but the
+  right itself is namespace-wide; in watchNamespaces mode that is the tenant namespaces only.
+Nothing here reaches ClusterRoles, ClusterRoleBindings, Roles or RoleBindings: the operator makes no
+cluster-scoped child and grants nothing to anyone (profilers run with no API rights).
 */}}
 {{- define "edgespec.namespacedRules" -}}
-# Watch SpeculativeDeployments and mark them handled (kopf patches its annotations and finalizer).
+# Read SpeculativeDeployments (kopf watches them; the operator keeps no state in their annotations).
 - apiGroups: [edgespec.dev]
   resources: [speculativedeployments]
-  verbs: [get, list, watch, patch, update]
-# Write what the operator found and chose (phase, conditions, selections) to the status subresource.
+  verbs: [get, list, watch]
+# Write what the operator found and chose (phase, conditions, selections) to the status subresource
+# by server-side apply (a PATCH).
 - apiGroups: [edgespec.dev]
   resources: [speculativedeployments/status]
-  verbs: [get, patch, update]
+  verbs: [patch]
 # Owner references with blockOwnerDeletion: true need update on the owner's finalizers when the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift and hardened clusters).
 - apiGroups: [edgespec.dev]
   resources: [speculativedeployments/finalizers]
   verbs: [update]
-# Tell users what happened, in `kubectl describe` (kopf posts core/v1 Events; newer code events.k8s.io).
+# Tell users what happened, in `kubectl describe` (core/v1 Events on the deployment; created only).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-# Profiling Jobs, one per (device class, draft, quantisation); deleted to retry a failed one.
+  verbs: [create]
+# Children, by server-side apply (create and patch), watched to restore what is deleted by hand and
+# deleted when no longer desired (a removed device class, a profile key no longer in the spec):
+# profiling Jobs, the verifier Deployment, each class's draft DaemonSet, the verifier and draft
+# Services, each class's K ConfigMap, and the verifier's bearer-token Secret (created once, read back
+# after a restart so the token stays). No update: apply is a patch.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch, update, delete]
-# Draft servers (a DaemonSet per device class) and the verifier (a Deployment).
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [daemonsets, deployments]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # The verifier's PodDisruptionBudget (more than one replica: a drain evicts one at a time).
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, update, delete]
-# The verifier's Service, the drafts' node-local Services, and each class's K ConfigMap.
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
-  resources: [services, configmaps]
-  verbs: [get, list, watch, create, patch, update, delete]
-# The verifier's bearer-token Secret: created once, read back on every reconcile so the token stays.
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get, list, watch, create, patch, update, delete]
-# The profilers' ServiceAccount (one per deployment).
-- apiGroups: [""]
-  resources: [serviceaccounts]
-  verbs: [get, list, watch, create, patch, update, delete]
-# Draft and verifier readiness per node, and why a pod cannot start (its init containers), for the
-# status (read only).
+  resources: [services, configmaps, secrets]
+  verbs: [get, list, watch, create, patch, delete]
+# A profiling Job's result is its pod's termination message; pods that cannot start (an init
+# container failing to fetch a model) are named in the Ready condition. Read only.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
@@ -112,12 +115,12 @@ namespace. Every rule says what it is for.
 - apiGroups: [""]
   resources: [nodes]
   verbs: [get, list, watch]
-# Read the measured profiles ConfigSpec selects from. get/create/patch/update are also here because
-# the operator grants exactly these to the profilers: RBAC lets it grant only what it holds itself
-# (no escalate or bind verbs are given to it).
+# Read the measured profiles ConfigSpec selects from, and publish a profiler's report once the
+# operator has validated it (server-side apply: create and patch). No delete: profiles are shared
+# by every tenant and outlive any one deployment.
 - apiGroups: [edgespec.dev]
   resources: [edgeprofiles]
-  verbs: [get, list, watch, create, patch, update]
+  verbs: [get, list, watch, create, patch]
 # kopf resolves the resources it serves from the CRDs at start-up (read only).
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
@@ -126,18 +129,4 @@ namespace. Every rule says what it is for.
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get, list, watch]
-# The profilers' shared ClusterRole "edgespec-profiler" (EdgeProfile writes only). Create cannot be
-# narrowed by name; the API server still refuses a role granting more than the operator holds.
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [clusterroles]
-  verbs: [create]
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [clusterroles]
-  resourceNames: [edgespec-profiler]
-  verbs: [get, patch, update]
-# One ClusterRoleBinding per deployment giving its profiler ServiceAccount that role (EdgeProfiles
-# are cluster-scoped, so a RoleBinding cannot grant them); deleted with the deployment.
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [clusterrolebindings]
-  verbs: [get, list, watch, create, patch, update, delete]
 {{- end }}
