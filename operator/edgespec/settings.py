@@ -50,6 +50,11 @@ class OperatorSettings(BaseSettings):
     telemetry_interval_seconds: int = Field(
         default=30, ge=1, le=3600, description="How often each draft server pushes its counts."
     )
+    leader_election: bool = Field(
+        default=False, description="Take a Lease before reconciling, so replicas run one at a time."
+    )
+    operator_namespace: str = Field(default="default", description="Where the Lease lives (the pod's).")
+    lease_name: str = Field(default="edgespec-operator", description="Name of the leader-election Lease.")
 
     @field_validator("log_level", mode="before")
     @classmethod

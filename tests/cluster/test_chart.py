@@ -2,9 +2,8 @@
 
 The rendered chart must be accepted by ``kubectl apply --dry-run=server --validate=strict`` in each
 RBAC mode. Then, with the chart's RBAC installed for real, the operator's ServiceAccount (by
-impersonation) must be allowed to apply everything the builders make, the profilers' ClusterRole
-included (RBAC refuses a grant the granter does not hold), and the workloads must pass the restricted
-Pod Security Standard without a warning.
+impersonation) must be allowed to apply everything the builders make (nothing cluster-scoped any
+more), and the workloads must pass the restricted Pod Security Standard without a warning.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from edgespec.builders import (
     WorkloadImages,
     build_draft_servers,
     build_draft_service,
-    build_profiler_rbac,
     build_profiling_job,
     build_verifier,
     build_verifier_disruption_budget,
@@ -132,7 +130,6 @@ def _builder_manifests(namespace: str) -> list[dict[str, Any]]:
     common = {"owner": owner, "spec": spec, "images": images}
     choice = {"device_class_name": "rpi5", "draft_model": "gemma-17b", "quantization": "Q4_K_M"}
     return [
-        *build_profiler_rbac(owner),
         *build_verifier(VerifierInput(**common, token="t0ken")),
         *build_verifier_disruption_budget(DeploymentInput(**common)),
         *build_draft_servers(
@@ -160,12 +157,7 @@ def test_operator_rbac_covers_what_the_builders_make(cluster: Cluster, namespace
         account = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]
         operator = f"system:serviceaccount:{account['namespace']}:{account['name']}"
         built = _builder_manifests(WORKLOAD_NAMESPACE)
-        # The profiler's ClusterRole must exist for real: binding a role that a dry run only pretends
-        # to create fails the API server's escalation check with NotFound.
-        roles = [m for m in built if m["kind"] == "ClusterRole"]
-        cluster.kubectl(
-            "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(roles)
-        )
+        assert not [m for m in built if m["kind"].startswith("Cluster")], "no cluster-scoped children"
         result = dry_run(cluster, yaml.safe_dump_all(built), f"--as={operator}")
         assert result.returncode == 0, f"the operator may not apply its own objects:\n{result.stderr}"
         assert "would violate PodSecurity" not in result.stderr, result.stderr
@@ -173,7 +165,6 @@ def test_operator_rbac_covers_what_the_builders_make(cluster: Cluster, namespace
         cluster.kubectl(
             "delete", "-f", "-", "--ignore-not-found", input=yaml.safe_dump_all(rbac), check=False
         )
-        cluster.kubectl("delete", "clusterrole", "edgespec-profiler", "--ignore-not-found", check=False)
 
 
 def test_draft_servers_report_to_the_operators_metrics_service() -> None:

@@ -6,8 +6,10 @@ import argparse
 import logging
 
 import kopf
+from lightkube import Client
 
 from edgespec.handlers import registration
+from edgespec.handlers.leader import Elector, StandbyHealth
 
 
 def configure_logging(level: str) -> None:
@@ -25,10 +27,26 @@ def main(argv: list[str] | None = None) -> int:
         help="liveness endpoint URL, or 'none' to disable",
     )
     args = parser.parse_args(argv)
-    namespaces = [n for n in registration.SETTINGS.namespaces.split(",") if n]
-    configure_logging("DEBUG" if args.verbose else registration.SETTINGS.log_level)
+    settings = registration.SETTINGS
+    namespaces = [n for n in settings.namespaces.split(",") if n]
+    configure_logging("DEBUG" if args.verbose else settings.log_level)
     liveness = None if args.liveness in ("", "none") else args.liveness
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness)
+    elector = None
+    if settings.leader_election:
+        elector = Elector(Client(), settings.operator_namespace, settings.lease_name)
+        health = StandbyHealth(liveness)  # a standby is alive; readiness (/healthz on metrics) is not
+        try:
+            elector.acquire()
+        finally:
+            health.stop()
+        elector.keep()
+    try:
+        kopf.run(
+            standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness
+        )
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
 
 
