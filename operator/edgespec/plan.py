@@ -8,6 +8,7 @@ with every condition set (Unknown where not yet known). The shell observes and a
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -472,6 +473,28 @@ class ChildRejection:
     def describe(self) -> str:
         where = f" (field {self.field})" if self.field else ""
         return f"{self.kind} {self.name}{where}: {self.message}"
+
+
+QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+"""The API server's pattern for a resource quantity (``500m``, ``2Gi``)."""
+
+
+def invalid_quantities(manifest: Mapping[str, Any]) -> list[str]:
+    """Paths of container resource quantities the API server cannot parse (``cpu: lots``).
+
+    Server-side apply answers such an object with a 500 that names no field ("failed to convert
+    new object ... quantities must match the regular expression"); this finds the field.
+    """
+    found = []
+    spec = manifest.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or spec
+    for group in ("initContainers", "containers"):
+        for index, container in enumerate(pod.get(group) or []):
+            for kind in ("requests", "limits"):
+                for name, value in ((container.get("resources") or {}).get(kind) or {}).items():
+                    if not isinstance(value, int) and not QUANTITY.match(str(value)):
+                        found.append(f"spec.template.spec.{group}[{index}].resources.{kind}.{name}")
+    return found
 
 
 APPLIED = "ChildrenApplied"

@@ -19,6 +19,7 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.core.resource_registry import resource_registry
+from lightkube.types import CascadeType
 from pydantic import ValidationError
 
 from edgespec.adaptation import LiveSample
@@ -60,6 +61,7 @@ from edgespec.plan import (
     Plan,
     Rollout,
     desired_children,
+    invalid_quantities,
     plan_status,
     profile_keys,
     with_apply_outcome,
@@ -88,9 +90,18 @@ class _Rejected:
     retry_at: float
 
 
+def _is_rejection(exc: ApiError, manifest: dict[str, Any]) -> bool:
+    """The API server refused the object itself: retrying it unchanged is futile."""
+    if exc.status.code in REJECTED_CODES:
+        return True
+    # An unparseable quantity makes server-side apply fail with a 500 ("failed to convert new object").
+    return exc.status.code == 500 and bool(invalid_quantities(manifest))
+
+
 def _rejection(manifest: dict[str, Any], exc: ApiError) -> ChildRejection:
     details = exc.status.details
     fields = [c.field for c in (details.causes or []) if c.field] if details is not None else []
+    fields += invalid_quantities(manifest)
     return ChildRejection(
         kind=manifest["kind"],
         name=manifest["metadata"]["name"],
@@ -343,7 +354,7 @@ class Reconciler:
                     if not isinstance(result, BaseException):
                         applied[identity] = digests[identity]
                         rejected.pop(identity, None)
-                    elif isinstance(result, ApiError) and result.status.code in REJECTED_CODES:
+                    elif isinstance(result, ApiError) and _is_rejection(result, manifest):
                         failures = rejected[identity].failures + 1 if identity in rejected else 1
                         rejected[identity] = _Rejected(
                             digest=digests[identity],
@@ -390,8 +401,11 @@ class Reconciler:
             api_version, kind, namespace, name = identity
             API_REQUESTS.labels("delete", kind.lower() + "s").inc()
             try:
-                await self.client.delete(  # type: ignore[call-overload]
-                    resource_registry.load(api_version, kind), name, namespace=namespace, cascade="Background"
+                await self.client.delete(  # type: ignore[type-var]
+                    resource_registry.load(api_version, kind),
+                    name,
+                    namespace=namespace,
+                    cascade=CascadeType.BACKGROUND,
                 )
             except ApiError as exc:
                 if exc.status.code != 404:
