@@ -28,8 +28,11 @@ MODES = {
 }
 
 
-def can_i(cluster: Cluster, user: str, verb: str, resource: str, namespace: str | None = None) -> bool:
+def can_i(
+    cluster: Cluster, user: str, verb: str, resource: str, namespace: str | None = None, subresource: str = ""
+) -> bool:
     args = ["auth", "can-i", verb, resource, f"--as={user}"]
+    args += [f"--subresource={subresource}"] if subresource else []
     args += ["-n", namespace] if namespace else []
     result = cluster.kubectl(*args, check=False)
     answer = result.stdout.strip()
@@ -89,7 +92,9 @@ def test_the_operator_may_do_its_job_where_it_is_allowed_to(
     for resource in children:
         for verb in ("create", "patch", "delete", "watch"):
             assert can_i(cluster, operator, verb, resource, TENANT), f"may not {verb} {resource} in {TENANT}"
-    assert can_i(cluster, operator, "patch", "speculativedeployments.edgespec.dev/status", TENANT)
+    assert can_i(
+        cluster, operator, "patch", "speculativedeployments.edgespec.dev", TENANT, subresource="status"
+    )
     assert not can_i(cluster, operator, "patch", "speculativedeployments.edgespec.dev", TENANT)
     assert not can_i(cluster, operator, "create", "pods", TENANT)
     asks = (("get", "secrets"), ("create", "deployments.apps"), ("patch", "configmaps"))
