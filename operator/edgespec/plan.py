@@ -90,6 +90,8 @@ class JobOutcome:
 
     failed: bool  # False: it completed
     finished_at: datetime
+    refused: str = ""
+    """Why the operator refused the completed Job's report (then ``failed`` is True)."""
 
 
 PROFILE_GRACE_S = 30.0
@@ -252,21 +254,23 @@ def plan_status(
     ]
     missing = [key for key in profile_keys(spec) if key not in have]
     to_profile = [key for key in profile_keys(spec) if key not in fresh]
-    crashed, silent = [], []
+    crashed, silent, refused = [], [], []
     for key in to_profile:
         outcome = (finished_profiling or {}).get(key)
         if outcome is None:
             continue
         waited = (now - outcome.finished_at).total_seconds()
-        if outcome.failed:
+        if outcome.refused:
+            refused.append((key, outcome.refused))
+        elif outcome.failed:
             crashed.append(key)
         elif waited >= PROFILE_GRACE_S:
             silent.append(key)
         else:
             timers.append(PROFILE_GRACE_S - waited)
-    failed = sorted(crashed + silent)
+    failed = sorted(crashed + silent + [key for key, _ in refused])
     if failed:
-        problems = []
+        problems = [f"the report of {'/'.join(key)} was refused: {why}" for key, why in refused]
         if crashed:
             problems.append(
                 f"profiling failed after its retries for {', '.join('/'.join(k) for k in crashed)}"

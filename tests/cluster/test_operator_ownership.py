@@ -350,6 +350,7 @@ def test_a_profilers_report_is_validated_and_nothing_cluster_scoped_is_made(op: 
             lambda: (c := condition(status(cluster, name), "Profiled"))["status"] == "False" and c,
         )
         assert profiled["reason"] == "ProfilingFailed" and "never-profiled" in profiled["message"]
+        assert "was refused" in profiled["message"]
         profiles = json.loads(cluster.kubectl("get", "edgeprofiles", "-o", "json").stdout)["items"]
         assert not [p for p in profiles if p["spec"]["draftModel"] == "never-profiled"]
         made = cluster.kubectl(

@@ -165,7 +165,7 @@ class Reconciler:
         self.tokens: dict[Key, str] = {}  # verifier token per deployment, once read or generated
         self._rejected: dict[Key, dict[Identity, _Rejected]] = {}  # children the API server refused
         self._posted: dict[Key, dict[str, str]] = {}  # per deployment: reason -> last message posted
-        self._harvested: dict[tuple[str, str, str], bool] = {}  # (namespace, Job, uid) read -> accepted
+        self._harvested: dict[tuple[str, str, str], str] = {}  # (namespace, Job, uid) read -> why refused
 
     async def reconcile(self, key: Key) -> None:
         """One reconcile, timed and counted."""
@@ -434,14 +434,14 @@ class Reconciler:
         for pool_key in [k for k in self.cache.live if k[:2] == key]:
             del self.cache.live[pool_key]
 
-    async def harvest(self, job: dict[str, Any]) -> bool:
+    async def harvest(self, job: dict[str, Any]) -> str:
         """A profiling Job completed: validate its pod's report and publish the EdgeProfile.
 
         The profiler has no API rights; its report is its termination message. Accepted only from a
         pod of this very Job (controller uid), on the node the Job was pinned to, a node of the
         class, for the Job's key and the deployment's target, finite and in range
-        (``edgespec.provenance``). A rejected report fails the key, with a Warning saying why:
-        returns False then, True otherwise (published, already read, or no longer wanted).
+        (``edgespec.provenance``). A rejected report fails the key, with a Warning: returns why
+        then, "" otherwise (published, already read, or no longer wanted).
         """
         meta = job["metadata"]
         namespace, job_name, job_uid = meta["namespace"], meta["name"], meta.get("uid", "")
@@ -452,15 +452,15 @@ class Reconciler:
         owners = [r["name"] for r in refs if r.get("kind") == "SpeculativeDeployment"]
         body = self.cache.deployments.get((namespace, owners[0])) if owners else None
         if body is None:
-            return True
+            return ""
         try:
             spec = SpeculativeDeploymentSpec.model_validate(body.get("spec") or {})
         except ValidationError:
-            return True
+            return ""
         owner = Owner.from_body(body)
         profile_key = next((k for k in profile_keys(spec) if profiling_job_name(owner, *k) == job_name), None)
         if profile_key is None:
-            return True  # no longer wanted: pruning removes the Job
+            return ""  # no longer wanted: pruning removes the Job
         device_class = next(c for c in spec.device_classes if c.name == profile_key[0])
         pinned = _pinned_node(job)
         node = self.cache.nodes.get(pinned)
@@ -480,14 +480,14 @@ class Reconciler:
             profile = validate_result(run, expected)
         except ResultRejected as exc:
             log.warning("%s/%s: profiling Job %s: report rejected: %s", namespace, owner.name, job_name, exc)
-            self._harvested[marker] = False
+            self._harvested[marker] = str(exc)
             await self._event(body, Event("Warning", "ProfileRejected", f"profiling Job {job_name}: {exc}"))
-            return False
+            return str(exc)
         await apply_manifest(self.client, profile_manifest(profile, run), self.settings.field_manager)
-        self._harvested[marker] = True
+        self._harvested[marker] = ""
         log.info("%s/%s: published the profile %s measured by Job %s on %s", namespace, owner.name,
                  "/".join(profile_key), job_name, run.node)  # fmt: skip
-        return True
+        return ""
 
     async def _report_of(self, namespace: str, job_name: str, job_uid: str) -> ProfilerRun:
         """The succeeded pod of the Job and its profiler container's termination message."""

@@ -254,8 +254,9 @@ async def profiling_job_event(type: str, body: kopf.Body, namespace: str | None,
         return
     if outcome is not None and not outcome.failed and _RECONCILER:
         try:  # a completed profiler's report: validated, then published as an EdgeProfile
-            if not await _RECONCILER[0].harvest(dict(body)):
-                outcome = JobOutcome(failed=True, finished_at=outcome.finished_at)  # report refused
+            refused = await _RECONCILER[0].harvest(dict(body))
+            if refused:
+                outcome = JobOutcome(failed=True, finished_at=outcome.finished_at, refused=refused)
         except Exception:  # the key's grace period then fails it visibly; never kill the watch
             log.exception("could not read the report of profiling Job %s/%s", namespace, name)
     if CACHE.finished_jobs.get(key) == outcome:
