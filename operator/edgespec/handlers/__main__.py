@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     elector = None
     if settings.leader_election:
         elector = Elector(Client(), settings.operator_namespace, settings.lease_name)
-        health = StandbyHealth(liveness)  # a standby is alive; readiness (/healthz on metrics) is not
+        health = StandbyHealth(liveness, settings.http_host, settings.metrics_port)
         try:
             elector.acquire()
         finally:

@@ -10,6 +10,8 @@ Timing (client-go's defaults): a Lease held for 15 s, renewed every 5 s, a stand
 2 s. Expiry is judged by the local clock since the standby last saw the record change, never by
 the holder's timestamps, so clock skew between nodes does not matter. A SIGKILLed leader is replaced
 about 15-17 s later; one that stops cleanly releases the Lease and is replaced within 2 s.
+A standby answers the liveness and readiness probes (so ``helm --wait`` and rollouts complete) and
+refuses telemetry with 503 (the draft servers keep the counts and retry).
 """
 
 from __future__ import annotations
@@ -149,27 +151,45 @@ class Elector:
 
 
 class StandbyHealth:
-    """While waiting for the Lease, answer the liveness probe (kopf serves it once leading)."""
+    """While waiting for the Lease, answer the probes, so a standby counts as alive and ready.
 
-    def __init__(self, url: str | None) -> None:
-        self._server: ThreadingHTTPServer | None = None
-        if not url:
-            return
-        parsed = urlparse(url)
+    Liveness on kopf's endpoint, readiness (``/healthz``) on the metrics port; telemetry sent to a
+    standby through the Service gets 503, which the draft servers treat as "keep the counts and
+    retry" (their next report carries them to whichever replica answers). Both stop when the replica
+    leads, just before kopf and the operator's own server take the ports.
+    """
+
+    def __init__(self, liveness_url: str | None, metrics_host: str, metrics_port: int) -> None:
+        self._servers: list[ThreadingHTTPServer] = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.send_response(200)
+                self._answer(200, b"standby")
+
+            def do_POST(self) -> None:
+                self._answer(503, b'{"error": "this replica is a standby; retry"}')
+
+            def _answer(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"standby")
+                self.wfile.write(body)
 
             def log_message(self, *_: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer((parsed.hostname or "0.0.0.0", parsed.port or 8081), Handler)
-        threading.Thread(target=self._server.serve_forever, name="standby-health", daemon=True).start()
+        addresses = []
+        if liveness_url:
+            parsed = urlparse(liveness_url)
+            addresses.append((parsed.hostname or "0.0.0.0", parsed.port or 8081))
+        if metrics_port:
+            addresses.append((metrics_host, metrics_port))
+        for address in addresses:
+            server = ThreadingHTTPServer(address, Handler)
+            threading.Thread(target=server.serve_forever, name="standby-probes", daemon=True).start()
+            self._servers.append(server)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()

@@ -18,6 +18,7 @@ import kopf
 from aiohttp import web
 from lightkube import ALL_NS, ApiError, AsyncClient
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret, Service, ServiceAccount
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 from pydantic import ValidationError
 
 from edgespec.api.base import GROUP, VERSION
@@ -279,7 +280,13 @@ def _job_outcome(status: dict[str, Any]) -> JobOutcome | None:
     return None
 
 
-PLAIN_CHILDREN = (ConfigMap, Service, Secret, ServiceAccount)
+PLAIN_CHILDREN = {
+    ConfigMap: "v1",
+    Service: "v1",
+    Secret: "v1",
+    ServiceAccount: "v1",
+    PodDisruptionBudget: "policy/v1",
+}
 """Children with no status worth a kopf handler, watched only to restore them and to prune.
 
 Watched with lightkube and a server-side label selector rather than kopf (whose label filter is
@@ -300,7 +307,7 @@ async def _watch_kind(client: AsyncClient, resource: Any, namespace: str) -> Non
         try:
             async for op, obj in client.watch(resource, namespace=namespace, labels=dict(_OURS)):
                 failures = 0
-                body = {**obj.to_dict(), "apiVersion": "v1", "kind": resource.__name__}  # all core/v1
+                body = {**obj.to_dict(), "apiVersion": PLAIN_CHILDREN[resource], "kind": resource.__name__}
                 meta = body.get("metadata") or {}
                 ns, name = meta.get("namespace"), meta.get("name", "")
                 _record_child(op, body, ns, name)
