@@ -168,7 +168,7 @@ def test_lint_is_strict_clean() -> None:
         ("operator.logLevel=LOUD", "logLevel"),
         ("metrics.port=70000", "port"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
-        ("replicas=2", "replicas"),
+        ("replicas=6", "replicas"),
         ("operatr.workers=2", "operatr"),  # a typo is refused, not silently ignored
         ("metrics.podMonitor.interval=often", "interval"),
     ],
