@@ -333,10 +333,12 @@ def test_a_profiling_job_that_writes_no_profile_is_reported_and_retried_when_del
     cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
     # KWOK completes Job pods without running them: a profiler that exits 0 and reports nothing.
     wait_for("two profiling Jobs", lambda: len(_jobs(cluster, "silent")) == 2)
-    status = wait_for(
-        "ProfilingFailed",
+    status = wait_for(  # each key fails as its Job completes and its empty report is refused
+        "ProfilingFailed for both keys",
         lambda: (
-            condition(s := status_of(cluster, "silent"), "Profiled").get("reason") == "ProfilingFailed" and s
+            condition(s := status_of(cluster, "silent"), "Profiled").get("reason") == "ProfilingFailed"
+            and len(s["profiling"]["failed"]) == 2
+            and s
         ),
         timeout_s=90,
     )
