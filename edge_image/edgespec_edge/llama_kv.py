@@ -26,12 +26,29 @@ import numpy.typing as npt
 Logits = npt.NDArray[np.float32]
 
 
+def _token_to_piece(vocab: Any, token: int, special: bool = False, size: int = 64) -> bytes:
+    """One piece through llama.cpp, retried with the size it asks for when ``size`` is too small."""
+    import ctypes
+
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(size)
+    n = int(llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, special))
+    if n < 0:
+        size = -n
+        buffer = ctypes.create_string_buffer(size)
+        n = int(llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, special))
+        if n < 0:
+            raise RuntimeError(f"token {token}: llama_token_to_piece failed with a {size}-byte buffer")
+    return buffer.raw[:n]
+
+
 class ContextFullError(RuntimeError):
     """The sequence would exceed the context window (n_ctx)."""
 
 
 class LlamaRuntime:
-    """One GGUF model in memory; tokenizer, chat template, and a factory of KV sequences."""
+    """One GGUF model in memory: tokenizer, metadata, and a factory of KV sequences."""
 
     def __init__(
         self,
@@ -58,33 +75,43 @@ class LlamaRuntime:
             verbose=False,
         )
         self.n_vocab: int = int(self.llama.n_vocab())
+        self._vocab: Any = self.llama._model.vocab
+        self._pieces: dict[int, bytes] = {}
         self._lock = threading.Lock()
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
+    def token_piece(self, token: int) -> bytes:
+        """The bytes of one token's piece, whatever its length (special tokens render empty).
+
+        llama-cpp-python 0.3.36's ``LlamaModel.detokenize`` gives each piece a 32-byte buffer and
+        silently yields nothing for a longer one (379 of Gemma 3's tokens, up to 48 bytes, mostly
+        Indic words). ``llama_token_to_piece`` returns minus the size it needs when the buffer is too
+        small, so this retries once with exactly that size.
+        """
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = _token_to_piece(self._vocab, token)
+            self._pieces[token] = piece
+        return piece
+
     def detokenize(self, tokens: Sequence[int]) -> bytes:
-        return bytes(self.llama.detokenize(list(tokens)))
+        """The text bytes of ``tokens``: their pieces joined (no leading space is stripped)."""
+        return b"".join(self.token_piece(token) for token in tokens)
 
     def is_end_of_generation(self, token: int) -> bool:
         import llama_cpp
 
         return bool(llama_cpp.llama_vocab_is_eog(self.llama._model.vocab, token))
 
-    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
-        """Messages rendered with the GGUF's own chat template (Gemma's turn format as fallback)."""
-        template = self.llama.metadata.get("tokenizer.chat_template")
-        if template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    def special_piece(self, token: int) -> str:
+        """A special token's text as templates write it (``<bos>``), not the empty text it decodes to."""
+        return _token_to_piece(self._vocab, token, special=True).decode("utf-8", "replace")
 
-            bos = self.detokenize([self.llama.token_bos()]).decode("utf-8", "replace")
-            eos = self.detokenize([self.llama.token_eos()]).decode("utf-8", "replace")
-            formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-            chat: Any = list(messages)
-            prompt: str = formatter(messages=chat).prompt
-            return prompt
-        parts = [f"<start_of_turn>{m['role']}\n{m['content']}<end_of_turn>\n" for m in messages]
-        return "<bos>" + "".join(parts) + "<start_of_turn>model\n"
+    def metadata(self, key: str) -> str | None:
+        value = self.llama.metadata.get(key)
+        return str(value) if value is not None else None
 
     def new_sequence(self) -> KVSequence:
         return KVSequence(self)
