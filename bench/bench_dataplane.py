@@ -173,7 +173,8 @@ async def loopback_overhead(url: str, token: str, calls: int) -> dict[str, float
             verdict, round_trip = await client.verify(request)
             if i >= 5:  # warm connection and KV
                 overheads.append(round_trip - verdict.verify_s)
-        await client.close_session("overhead")
+        client.close_session("overhead")
+        await client.drain()
     finally:
         await client.close()
     return {

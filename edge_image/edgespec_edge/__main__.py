@@ -63,8 +63,11 @@ def _serve_settings(args: argparse.Namespace) -> tuple[BaseSettings, ...]:
 def _serve(args: argparse.Namespace, settings: EdgeSettings, *_: BaseSettings) -> None:
     from aiohttp import web
 
-    from edgespec_edge.server import create_app
+    from edgespec_edge.server import create_app, startup_problem
 
+    if problem := startup_problem(settings):
+        print(f"edgespec-edge: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
 
 
@@ -294,7 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
         "termination-message path: it needs no API rights, and the operator validates what it reads)",
     )
     profile.set_defaults(handler=_profile, settings=_profile_settings)
+
+    _add_up(sub)
     return parser
+
+
+def _add_up(sub: Any) -> None:
+    from edgespec_edge.up import add_arguments
+
+    up = sub.add_parser(
+        "up",
+        help="run a verifier and an edge server on 127.0.0.1 (the test models by default); Ctrl-C stops",
+        description=(
+            "The whole data plane on loopback in one command: a verifier (target) and an edge draft "
+            "server (draft) with a fresh token between them. Prints the URL and an openai SDK snippet "
+            "once both are ready; Ctrl-C or SIGTERM stops both."
+        ),
+    )
+    add_arguments(up)
+    up.set_defaults(handler=_up, settings=lambda args: ())
+
+
+def _up(args: argparse.Namespace) -> None:
+    from edgespec_edge.up import run
+
+    raise SystemExit(run(args))
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -41,14 +41,25 @@ class EdgeSettings(BaseSettings):
     n_threads: int = Field(default=2, ge=1, le=256, description="Draft model CPU threads.")
     n_ctx: int = Field(default=2048, ge=64, le=131072, description="Context window, tokens.")
     max_concurrent: int = Field(default=4, ge=1, le=256, description="Requests drafting at once.")
+    max_queue: int = Field(
+        default=8, ge=0, le=4096, description="Requests waiting for a slot; beyond: 429 at once."
+    )
     default_max_tokens: int = Field(default=128, ge=1, le=32768)
     default_temperature: float = Field(default=0.0, ge=0.0, le=10.0, description="0 = greedy.")
     draft_top_n: int = Field(
         default=32, ge=1, le=4096, description="Support of the draft distribution sent when sampling."
     )
-    verify_timeout_s: float = Field(default=30.0, gt=0.0, description="Timeout of one verify call.")
+    verify_timeout_s: float = Field(
+        default=15.0, gt=0.0, description="Deadline of one verify call, retries included."
+    )
     retry_budget_s: float = Field(
-        default=5.0, ge=0.0, description="How long to keep retrying an unreachable verifier per round."
+        default=5.0,
+        ge=0.0,
+        description="How long to keep retrying an unreachable verifier per round (within the deadline).",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle the cloud's HTTPS certificates (verifier, operator) must chain to.",
     )
 
     def verifier_token_value(self) -> str | None:
@@ -76,6 +87,7 @@ class SpeculativeLength:
         self._value = default
         self._path = path
         self._stamp: tuple[int, int] | None = None
+        self._problem: str | None = None
         self.reloads = 0
 
     def current(self) -> int:
@@ -93,6 +105,10 @@ class SpeculativeLength:
                     )
                 self._value = value
                 self.reloads += 1
+            self._problem = None
         except (OSError, ValueError, yaml.YAMLError) as exc:
-            log.warning("keeping K=%d: cannot use %s: %s", self._value, self._path, exc)
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._problem:  # once per distinct problem, not every round
+                log.warning("keeping K=%d: cannot use %s: %s", self._value, self._path, problem)
+                self._problem = problem
         return self._value

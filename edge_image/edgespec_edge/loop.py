@@ -23,9 +23,12 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from edgespec.tls import client_context
 from edgespec.wire import (
+    PING_PATH,
     SESSIONS_PATH,
     VERIFY_PATH,
     ErrorBody,
@@ -40,11 +43,32 @@ from edgespec_edge.llama_kv import KVSequence, LlamaRuntime
 
 
 class VerifierUnavailable(RuntimeError):
-    """The verifier did not answer within the retry budget."""
+    """The verifier gave no verdict within the call's deadline (or retry budget).
+
+    ``kind`` names the cause: ``timeout`` (no answer within the deadline), ``refused`` (nothing
+    listens), ``unreachable`` (another network error), ``tls`` (the certificate is not trusted),
+    ``overloaded`` (503 from a full queue) or ``server_error`` (another 5xx).
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class VerifierRejected(RuntimeError):
     """The verifier refused the request (4xx): retrying cannot help."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class QueueFull(RuntimeError):
+    """Every request slot is busy and the admission queue is full."""
+
+
+class ClientGone(Exception):
+    """The client that asked for this generation has disconnected."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,8 @@ class GenerationStats:
     first_round_s: float = 0.0
     """Time to the first verified tokens (prompt reads on both sides plus one round): the TTFT."""
     first_round_tokens: int = 0
+    queue_s: float = 0.0
+    """Time waiting for a request slot before the first round."""
     rounds: list[RoundStats] = field(default_factory=list)
 
     @property
@@ -142,9 +168,10 @@ class VerifierClient:
         base_url: str,
         token: str | None,
         *,
-        timeout_s: float = 30.0,
+        timeout_s: float = 15.0,
         retry_budget_s: float = 5.0,
         connections: int = 16,
+        ca_file: Path | str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry_budget_s = retry_budget_s
@@ -154,7 +181,8 @@ class VerifierClient:
             raise ValueError(f"verifier URL {base_url!r}: expected http://HOST[:PORT] or https://...")
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._ssl = ssl.create_default_context() if url.scheme == "https" else None
+        # https: the certificate must chain to ca_file (or the system's CAs) and name the host.
+        self._ssl = client_context(ca_file) if url.scheme == "https" else None
         self._prefix = url.path
         headers = f"Host: {url.netloc}\r\n"
         if token:
@@ -163,15 +191,16 @@ class VerifierClient:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(connections)
         self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
 
     def _request(self, method: str, path: str, body: bytes = b"") -> bytes:
         content = "Content-Type: application/json\r\n" if body else ""
         head = f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._headers}{content}"
         return f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
 
-    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+    async def _exchange(self, request: bytes, timeout_s: float) -> tuple[int, bytes]:
         """(status, body) of one request, on a pooled connection or a new one, within ``timeout_s``."""
-        async with self._slots, asyncio.timeout(self.timeout_s):
+        async with asyncio.timeout(timeout_s), self._slots:
             while True:
                 reused = bool(self._idle)
                 connection = (
@@ -196,40 +225,96 @@ class VerifierClient:
                 return status, body
 
     async def verify(self, request: VerifyRequest) -> tuple[VerifyResponse, float]:
-        """The verdict and the round-trip time of the successful attempt, seconds."""
+        """The verdict and the round-trip time of the successful attempt, seconds.
+
+        One deadline covers the whole call, retries included: ``timeout_s`` from now. Connection
+        errors and 5xx are retried with backoff while the retry budget and the deadline last; a 4xx
+        or an untrusted certificate fails at once. The error names the cause.
+        """
         message = self._request("POST", VERIFY_PATH, request.model_dump_json(exclude_none=True).encode())
-        deadline = time.monotonic() + self.retry_budget_s
+        started_call = time.monotonic()
+        deadline = started_call + self.timeout_s
+        retry_until = min(deadline, started_call + self.retry_budget_s)
         delay = 0.05
-        last_error = "no attempt made"
         while True:
             started = time.perf_counter()
             try:
-                status, body = await self._exchange(message)
+                status, body = await self._exchange(message, deadline - time.monotonic())
                 if status == 200:
                     return VerifyResponse.model_validate_json(body), time.perf_counter() - started
                 detail = _error_message(body)
                 if status < 500:
-                    raise VerifierRejected(f"verifier {self.base_url} answered {status}: {detail}")
-                last_error = f"HTTP {status}: {detail}"
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            except ValueError as exc:  # not HTTP, or not a verdict
-                last_error = f"unreadable answer: {exc}"
-            if time.monotonic() + delay > deadline:
+                    raise VerifierRejected(f"verifier {self.base_url} answered {status}: {detail}", status)
+                kind = "overloaded" if status == 503 else "server_error"
+                cause = f"answered {status}: {detail}"
+            except TimeoutError:
                 raise VerifierUnavailable(
-                    f"verifier {self.base_url} unreachable for {self.retry_budget_s:.1f}s "
-                    f"(last error: {last_error}); check the verifier Service and network path"
+                    f"verifier {self.base_url} gave no verdict within the {self.timeout_s:g} s verify "
+                    "deadline (EDGESPEC_EDGE_VERIFY_TIMEOUT_S)",
+                    "timeout",
+                ) from None
+            except ssl.SSLCertVerificationError as exc:
+                raise VerifierUnavailable(
+                    f"verifier {self.base_url}: TLS certificate not trusted ({exc.verify_message}); "
+                    "check EDGESPEC_EDGE_CA_FILE",
+                    "tls",
+                ) from None
+            except ConnectionRefusedError:
+                kind, cause = "refused", "connection refused (is the verifier running and listening?)"
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                kind, cause = "unreachable", f"{type(exc).__name__}: {exc}"
+            except ValueError as exc:  # not HTTP, or not a verdict
+                kind, cause = "server_error", f"unreadable answer: {str(exc)[:200]}"
+            if time.monotonic() + delay > retry_until:
+                waited = time.monotonic() - started_call
+                raise VerifierUnavailable(
+                    f"verifier {self.base_url}: {cause} (retried for {waited:.1f} s)", kind
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def close_session(self, session_id: str) -> None:
-        """Best effort: free the verifier's KV state for a finished session."""
+    async def probe(self, timeout_s: float = 2.0) -> str | None:
+        """None when the verifier answers and accepts the token; else why not (for ``/readyz``)."""
+        try:
+            status, body = await self._exchange(self._request("GET", PING_PATH), timeout_s)
+        except TimeoutError:
+            return f"verifier {self.base_url} did not answer within {timeout_s:g} s"
+        except ssl.SSLCertVerificationError as exc:
+            return f"verifier {self.base_url}: TLS certificate not trusted ({exc.verify_message})"
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            return f"verifier {self.base_url} unreachable: {type(exc).__name__}: {exc}"
+        if status == 200:
+            return None
+        return f"verifier {self.base_url} answered {status}: {_error_message(body)}"
+
+    def close_session(self, session_id: str) -> None:
+        """Best effort, in the background: free the verifier's KV state for a finished session.
+
+        Nobody waits for it (a hung verifier must not hold a finished request), and it gets a short
+        deadline of its own.
+        """
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._delete_session(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delete_session(self, session_id: str) -> None:
         with contextlib.suppress(TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-            await self._exchange(self._request("DELETE", f"{SESSIONS_PATH}/{session_id}"))
+            await self._exchange(
+                self._request("DELETE", f"{SESSIONS_PATH}/{session_id}"), min(2.0, self.timeout_s)
+            )
+
+    async def drain(self) -> None:
+        """Wait for the background session deletes (tests; ``close`` cancels them)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def close(self) -> None:
         self._closed = True
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -283,18 +368,35 @@ def propose(
 
 
 class Drafter:
-    """The draft model: a pool of KV sequences and the one thread that runs them."""
+    """The draft model: a pool of KV sequences, the one thread that runs them, and admission.
 
-    def __init__(self, runtime: LlamaRuntime, max_concurrent: int = 4) -> None:
+    At most ``max_concurrent`` requests hold a sequence; at most ``max_queue`` more wait for one. A
+    request beyond that gets ``QueueFull`` at once (the server answers 429), so waiting stays bounded.
+    """
+
+    def __init__(self, runtime: LlamaRuntime, max_concurrent: int = 4, max_queue: int = 16) -> None:
         self.runtime = runtime
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draft")
         self._free: list[KVSequence] = []
         self._slots = asyncio.Semaphore(max_concurrent)
         self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.waiting = 0
+        self.busy = 0
 
     @contextlib.asynccontextmanager
     async def sequence(self) -> AsyncIterator[KVSequence]:
-        async with self._slots:
+        if self._slots.locked() and self.waiting >= self.max_queue:
+            raise QueueFull(
+                f"all {self.max_concurrent} request slots are busy and {self.waiting} requests are queued"
+            )
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.busy += 1
+        try:
             if self._free:
                 sequence = self._free.pop()
             else:
@@ -305,6 +407,9 @@ class Drafter:
                 yield sequence
             finally:
                 self._free.append(sequence)
+        finally:
+            self.busy -= 1
+            self._slots.release()
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -331,8 +436,13 @@ async def speculative_generate(
     top_n: int = 32,
     stats: GenerationStats | None = None,
     on_round: Callable[[RoundStats], None] | None = None,
+    client_gone: Callable[[], bool] | None = None,
 ) -> AsyncGenerator[list[int], None]:
-    """Yield verified tokens, round by round, until ``max_tokens`` or the end of the text."""
+    """Yield verified tokens, round by round, until ``max_tokens`` or the end of the text.
+
+    ``client_gone`` is asked before every round (the first one included): once it says yes the
+    generation stops with ``ClientGone``, so an abandoned request costs at most the round in flight.
+    """
     stats = stats if stats is not None else GenerationStats()
     stats.prompt_tokens = len(prompt_tokens)
     runtime = drafter.runtime
@@ -344,7 +454,10 @@ async def speculative_generate(
     loop = asyncio.get_running_loop()
     try:
         async with drafter.sequence() as sequence:
+            stats.queue_s = time.perf_counter() - started
             while stats.completion_tokens < max_tokens:
+                if client_gone is not None and client_gone():
+                    raise ClientGone("the client disconnected")
                 if len(context) >= runtime.n_ctx:
                     stats.finish_reason = "length"
                     return
@@ -396,4 +509,5 @@ async def speculative_generate(
             stats.finish_reason = "length"
     finally:
         stats.elapsed_s = time.perf_counter() - started
-        await client.close_session(session_id)
+        if stats.rounds:
+            client.close_session(session_id)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from edgespec.live import RoundCounts, TelemetryReport
+from edgespec.tls import client_context
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +41,7 @@ class TelemetrySettings(BaseSettings):
     draft_name: str = ""
     quantization: str = ""
     node_name: str = ""
+    ca_file: str | None = Field(default=None, description="CA bundle for an https telemetry URL.")
 
     @property
     def enabled(self) -> bool:
@@ -145,7 +147,9 @@ def telemetry_context(
             yield
             return
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # https: the operator's certificate must chain to the CA file (or the system's CAs).
+        connector = aiohttp.TCPConnector(ssl=client_context(settings.ca_file))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
             async def loop() -> None:
                 while True:

@@ -6,6 +6,7 @@ builders receive them as an explicit input.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -43,6 +44,10 @@ class OperatorSettings(BaseSettings):
         pattern=r"^(/.+)?$",
         description="Node-local model cache directory (chart: modelCache.hostPath); empty: none.",
     )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate: serve /metrics and /v1/telemetry over HTTPS."
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
     telemetry_url: str = Field(
         default="",
         description="URL draft servers push telemetry to (the chart sets its Service's); empty: none.",

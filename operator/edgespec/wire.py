@@ -21,6 +21,8 @@ WIRE_VERSION = 1
 
 VERIFY_PATH = "/v1/verify"
 SESSIONS_PATH = "/v1/sessions"
+PING_PATH = "/v1/ping"
+"""Authenticated, engine-free: the edge's readiness probe (the verifier answers and takes the token)."""
 
 TokenId = Annotated[int, Field(ge=0)]
 

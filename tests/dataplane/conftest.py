@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from edgespec_dev.drafts import ensure, target_path
+from edgespec_edge.config import EdgeSettings
 from edgespec_edge.llama_kv import LlamaRuntime
 from edgespec_edge.loop import Drafter, VerifierClient
+from edgespec_edge.server import create_app as create_edge_app
 from edgespec_verifier.auth import TokenSource
 from edgespec_verifier.engines.llamacpp import LlamaCppEngine
 from edgespec_verifier.server import VerifierSettings, create_app
@@ -98,3 +102,36 @@ def drafter(draft_runtime: LlamaRuntime) -> Iterator[Drafter]:
     drafter = Drafter(draft_runtime, max_concurrent=2)
     yield drafter
     drafter.close()
+
+
+class ServedAsInProduction(TestServer):
+    """A test server whose handlers run on when their client leaves, as under ``web.run_app``.
+
+    aiohttp's ``TestServer`` cancels a handler whose client disconnected; ``edgespec-edge serve`` (like
+    every ``run_app`` server) does not, so the edge has to notice by itself, and tests must see that.
+    """
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        kwargs["handler_cancellation"] = False
+        return await super()._make_runner(**kwargs)
+
+
+async def start_edge(
+    settings: EdgeSettings,
+    runtime: LlamaRuntime,
+    verifier_url: str,
+    token: str | None = TOKEN,
+    **client_options: Any,
+) -> TestServer:
+    """A real edge server on loopback over ``runtime`` and the verifier at ``verifier_url``."""
+    client = VerifierClient(
+        verifier_url,
+        token,
+        timeout_s=settings.verify_timeout_s,
+        retry_budget_s=settings.retry_budget_s,
+        **client_options,
+    )
+    app = create_edge_app(settings, registry=CollectorRegistry(), runtime=runtime, client=client)
+    server = ServedAsInProduction(app, host="127.0.0.1")
+    await server.start_server()
+    return server

@@ -88,8 +88,8 @@ async def test_unreachable_verifier_fails_with_clear_error(draft_runtime: LlamaR
         response = await edge.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 8})
         assert response.status == 502
         error = (await response.json())["error"]
-        assert error["type"] == "verifier_unavailable"
-        assert "unreachable" in error["message"] and "127.0.0.1:9" in error["message"]
+        assert error["code"] == "verifier_refused"
+        assert "connection refused" in error["message"] and "127.0.0.1:9" in error["message"]
     finally:
         await edge.close()
 
@@ -104,7 +104,7 @@ async def test_wrong_token_is_not_retried_and_emits_nothing(
         )
         assert response.status == 502
         body = await response.json()
-        assert body["error"]["type"] == "verifier_rejected"
+        assert body["error"]["code"] == "verifier_rejected"
         assert "401" in body["error"]["message"]
     finally:
         await edge.close()

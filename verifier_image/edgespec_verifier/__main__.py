@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from edgespec.tls import server_context
 
 from edgespec_verifier.server import VerifierSettings, create_app
 
@@ -23,7 +26,15 @@ class Invocation:
 
     def run(self) -> None:
         (settings,) = self.settings
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
+        try:
+            app = create_app(settings)
+            check_model(settings)
+            tls = server_context(settings.tls_cert_file, settings.tls_key_file)
+        except (ValueError, OSError, ssl.SSLError) as exc:
+            # One clear line and exit code 2: a configuration mistake, not a crash.
+            print(f"edgespec-verifier: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        web.run_app(app, host=settings.host, port=settings.port, access_log=None, ssl_context=tls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-ctx", type=int, help="context window per session")
     parser.add_argument("--max-sessions", type=int, help="sessions holding KV state at once")
     parser.add_argument("--token-file", type=Path, help="file with the bearer token")
+    parser.add_argument(
+        "--tls-cert-file", type=Path, help="PEM certificate: serve HTTPS (with --tls-key-file)"
+    )
+    parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
     parser.add_argument(
         "engine_args",
         nargs=argparse.REMAINDER,
@@ -70,6 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     invocation = prepare(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     invocation.run()
+
+
+def check_model(settings: VerifierSettings) -> None:
+    if not settings.model:
+        raise ValueError("no model: set --model or EDGESPEC_VERIFIER_MODEL (a GGUF path, or a vLLM model)")
+    if settings.engine == "llamacpp" and not Path(settings.model).is_file():
+        raise ValueError(f"model file {settings.model} does not exist (--model / EDGESPEC_VERIFIER_MODEL)")
 
 
 def parse_engine_args(words: list[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import web
 from edgespec.wire import (
+    PING_PATH,
     ErrorBody,
     ErrorDetail,
     SessionOpen,
@@ -27,13 +28,14 @@ from edgespec.wire import (
     VerifyRequest,
     VerifyResponse,
 )
+from edgespec_edge.llama_kv import ContextFullError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgespec_verifier.acceptance import TargetDistribution, accept_greedy, accept_sampling
-from edgespec_verifier.auth import TokenSource, bearer_middleware
+from edgespec_verifier.auth import Handler, TokenSource, bearer_middleware
 from edgespec_verifier.engines import VerifyEngine
 
 log = logging.getLogger("edgespec.verifier")
@@ -57,6 +59,8 @@ class VerifierSettings(BaseSettings):
     )
     token_file: Path | None = Field(default=None, description="File holding the bearer token (Secret).")
     token: SecretStr | None = Field(default=None, description="Bearer token, when no file is mounted.")
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS.")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
     vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
     vllm_max_model_len: int | None = Field(default=None, ge=64)
     vllm_engine_args: dict[str, Any] = Field(
@@ -126,6 +130,30 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response(body.model_dump(mode="json"), status=status)
 
 
+def invalid(what: str, exc: ValidationError) -> web.Response:
+    """400 naming the first bad field, without echoing the input (bodies can be megabytes)."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    return error(400, "bad_request", f"invalid {what}: {field}: {first['msg']}"[:300])
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 4xx (unknown path, wrong method, body too large) as the wire's ErrorBody."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, "bad_request", f"{exc.status} {exc.reason}")
+
+
+def vocabulary_size(engine: VerifyEngine) -> int | None:
+    """The engine's vocabulary size, where it tells (token ids at or above it are refused)."""
+    size = getattr(engine, "n_vocab", None) or getattr(getattr(engine, "runtime", None), "n_vocab", None)
+    return int(size) if size else None
+
+
 def run_round(engine: VerifyEngine, request: VerifyRequest) -> tuple[int, int]:
     """Score, decide and roll back, all on the engine thread (one hop per round)."""
     rows = engine.score(request.session_id, request.tokens, request.draft, request.prompt_tokens)
@@ -155,7 +183,10 @@ async def verify(request: web.Request) -> web.Response:
     try:
         body = VerifyRequest.model_validate_json(await request.read())
     except ValidationError as exc:
-        return error(400, "bad_request", f"invalid verify request: {exc.errors(include_url=False)}")
+        return invalid("verify request", exc)
+    n_vocab = vocabulary_size(engine)
+    if n_vocab is not None and max(*body.tokens, *body.draft, 0) >= n_vocab:
+        return error(400, "bad_request", f"invalid verify request: token ids must be below {n_vocab}")
     if app[STATE]["waiting"] >= app[SETTINGS].max_queue:
         metrics.rounds.labels("overloaded").inc()
         return error(503, "overloaded", "verify queue full; retry with backoff")
@@ -169,6 +200,9 @@ async def verify(request: web.Request) -> web.Response:
             accepted, next_token = await asyncio.get_running_loop().run_in_executor(
                 app[EXECUTOR], run_round, engine, body
             )
+    except ContextFullError as exc:
+        metrics.rounds.labels("bad_request").inc()
+        return error(400, "bad_request", f"invalid verify request: {exc}")
     except Exception as exc:  # an engine failure must answer, not hang the edge
         log.exception("verify round failed")
         metrics.rounds.labels("error").inc()
@@ -206,10 +240,16 @@ async def open_session(request: web.Request) -> web.Response:
     try:
         body = SessionOpen.model_validate_json(await request.read())
     except ValidationError as exc:
-        return error(400, "bad_request", f"invalid session: {exc.errors(include_url=False)}")
-    cached = await asyncio.get_running_loop().run_in_executor(
-        request.app[EXECUTOR], engine.open_session, body.session_id, body.tokens
-    )
+        return invalid("session", exc)
+    n_vocab = vocabulary_size(engine)
+    if n_vocab is not None and max(*body.tokens, 0) >= n_vocab:
+        return error(400, "bad_request", f"invalid session: token ids must be below {n_vocab}")
+    try:
+        cached = await asyncio.get_running_loop().run_in_executor(
+            request.app[EXECUTOR], engine.open_session, body.session_id, body.tokens
+        )
+    except ContextFullError as exc:
+        return error(400, "bad_request", f"invalid session: {exc}")
     request.app[METRICS].sessions.set(engine.session_count())
     return web.json_response(
         text=SessionOpened(session_id=body.session_id, cached_tokens=cached).model_dump_json()
@@ -224,6 +264,12 @@ async def close_session(request: web.Request) -> web.Response:
     await asyncio.get_running_loop().run_in_executor(request.app[EXECUTOR], engine.close_session, session_id)
     request.app[METRICS].sessions.set(engine.session_count())
     return web.Response(status=204)
+
+
+async def ping(request: web.Request) -> web.Response:
+    """Authenticated and engine-free: answers once the token is right (the edge's readiness probe)."""
+    ready = request.app[STATE].get("engine") is not None
+    return web.json_response({"status": "ok", "ready": ready}, status=200 if ready else 503)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -253,7 +299,9 @@ def create_app(
     if tokens is None:
         secret = settings.token.get_secret_value() if settings.token else None
         tokens = TokenSource(token_file=settings.token_file, token=secret)
-    app = web.Application(middlewares=[bearer_middleware(tokens)], client_max_size=8 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[json_errors, bearer_middleware(tokens)], client_max_size=8 * 1024 * 1024
+    )
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else CollectorRegistry()
     app[METRICS] = VerifierMetrics(app[REGISTRY])
@@ -284,6 +332,7 @@ def create_app(
     app.router.add_post("/v1/verify", verify)
     app.router.add_post("/v1/sessions", open_session)
     app.router.add_delete("/v1/sessions/{session_id}", close_session)
+    app.router.add_get(PING_PATH, ping)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

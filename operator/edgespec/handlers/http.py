@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,10 +127,13 @@ def make_app(cache: Cache, queue: WorkQueue, tokens: Mapping[Key, str]) -> web.A
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start ``app`` on ``host:port``; the caller cleans the runner up at shutdown."""
+async def serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Start ``app`` on ``host:port`` (HTTPS with ``ssl_context``); the caller cleans the runner up."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("serving /metrics and %s on %s:%d", TELEMETRY_PATH, host, port)
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    scheme = "https" if ssl_context is not None else "http"
+    log.info("serving /metrics and %s on %s://%s:%d", TELEMETRY_PATH, scheme, host, port)
     return runner

@@ -32,6 +32,7 @@ from edgespec.handlers.workqueue import WorkQueue, backoff_delay
 from edgespec.plan import JobOutcome, Rollout
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo, matches, now_utc
+from edgespec.tls import server_context
 
 log = logging.getLogger("edgespec")
 
@@ -68,7 +69,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _TASKS.append(asyncio.create_task(watch_plain_children(client, namespaces)))
     if SETTINGS.metrics_port:
         app = make_app(CACHE, QUEUE, reconciler.tokens)
-        _RUNNERS.append(await serve(app, SETTINGS.http_host, SETTINGS.metrics_port))
+        tls = server_context(SETTINGS.tls_cert_file, SETTINGS.tls_key_file)
+        _RUNNERS.append(await serve(app, SETTINGS.http_host, SETTINGS.metrics_port, tls))
 
 
 async def _prefill(client: AsyncClient) -> None:
