@@ -179,7 +179,7 @@ async def measure_target_decode(
                     steps.append(verdict.verify_s)
                 context = [*context, verdict.next_token]
         finally:
-            await client.close_session(session)
+            client.close_session(session)
     if not steps:
         raise ValueError("measuring the target alone needs at least 2 tokens per prompt")
     return TargetDecode(
