@@ -83,6 +83,7 @@ async def test_a_disconnected_client_stops_within_one_round_and_frees_its_slot(
         EdgeSettings(k=2, max_concurrent=1, max_queue=0), draft_runtime, str(verifier.make_url(""))
     )
     drafter = _drafter(edge)
+    sessions_before = engine.session_count()  # the engine is shared with earlier tests
     try:
         async with aiohttp.ClientSession() as http:
             if stream:
@@ -100,7 +101,7 @@ async def test_a_disconnected_client_stops_within_one_round_and_frees_its_slot(
         await _until(lambda: drafter.busy == 0, "the slot is freed")
         assert _rounds(edge) - rounds_at_disconnect <= 1  # at most the round that was in flight
         assert edge.app[METRICS].cancelled._value.get() == 1
-        await _until(lambda: engine.session_count() == 0, "the verifier session is closed")
+        await _until(lambda: engine.session_count() <= sessions_before, "the verifier session is closed")
         # The slot serves the next client.
         async with (
             aiohttp.ClientSession() as http,
