@@ -462,7 +462,14 @@ def docs_section(result: dict[str, Any]) -> str:
             f"{machine['others_cores']:.2f} of the {machine['cpus']} cores; "
             f"steal {machine['steal_s']:.1f} s); "
             f"load average {machine['load_start'][0]:.2f} at the start, {machine['load_end'][0]:.2f} at the "
-            "end.*",
+            "end.*"
+            + (
+                " **This run shared the machine with other work** (more than half a core on average, beyond "
+                "its own): timings, and so the errors and efficiencies below, carry that contention; a quiet "
+                "machine is needed to read them as properties of the code."
+                if machine["others_cores"] > 0.5
+                else ""
+            ),
             "",
             "Method (details and the analysis of the gaps: [dataplane.md](dataplane.md#benchmark)): the real "
             "draft-verify loop (`edgespec_edge.loop`) against the verifier over keep-alive HTTP, through "
