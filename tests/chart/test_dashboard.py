@@ -99,3 +99,10 @@ def test_panels_do_not_overlap() -> None:
         assert not cells & mine, f"panel {panel['title']!r} overlaps another"
         cells |= mine
     assert len({p["id"] for p in DASHBOARD["panels"]}) == len(DASHBOARD["panels"])
+
+
+def test_request_latency_comes_from_the_edge_servers_histograms() -> None:
+    panel = next(p for p in DASHBOARD["panels"] if p["title"].startswith("Request latency"))
+    exprs = " ".join(t["expr"] for t in panel["targets"])
+    assert "edgespec_edge_time_to_first_token_seconds_bucket" in exprs
+    assert "edgespec_edge_queue_wait_seconds_bucket" in exprs
