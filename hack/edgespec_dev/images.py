@@ -424,6 +424,9 @@ def wheels_key(root: Path = REPO) -> str:
         "constraints": environment_constraints(),
         "python": sys.version_info[:2],
         "machine": platform.machine(),
+        # hack/env.sh's llama-cpp-python wheel (its directory is keyed by version and build flags);
+        # pip wheel finds it through PIP_FIND_LINKS instead of pip's cache of an earlier build.
+        "llama_wheels": os.environ.get("EDGESPEC_LLAMA_WHEELS", ""),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -469,6 +472,7 @@ def ensure_wheelhouse(root: Path = REPO) -> tuple[Path, str]:
                 "(`source hack/env.sh`)."
             )
         constraints.unlink()
+        _use_project_llama_wheel(temp)
         digest = _wheels_digest(temp)
         (temp / ".digest").write_text(digest + "\n")
         shutil.rmtree(directory, ignore_errors=True)
@@ -476,6 +480,17 @@ def ensure_wheelhouse(root: Path = REPO) -> tuple[Path, str]:
         count = len(list(directory.glob("*.whl")))
         _say(f"collected {count} wheels in {time.monotonic() - started:.0f}s")
         return directory, digest
+
+
+def _use_project_llama_wheel(directory: Path) -> None:
+    """Put hack/env.sh's llama-cpp-python wheel (built without AMX, see there) in the wheelhouse."""
+    wheels = os.environ.get("EDGESPEC_LLAMA_WHEELS")
+    ours = sorted(Path(wheels).glob("llama_cpp_python-*.whl")) if wheels else []
+    if not ours:
+        return
+    for other in directory.glob("llama_cpp_python-*.whl"):
+        other.unlink()
+    shutil.copy2(ours[-1], directory / ours[-1].name)
 
 
 def _wheels_digest(directory: Path) -> str:
