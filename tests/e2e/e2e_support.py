@@ -1,0 +1,272 @@
+"""What the end-to-end scenario needs of a cluster, through ``KUBECONFIG`` and labels only.
+
+Nothing here knows how the cluster was made: the local harness (``python -m edgespec_dev.e2e up``),
+kind (``hack/kind-e2e.sh``) and K3s all hand over a kubeconfig in ``EDGESPEC_E2E_KUBECONFIG``. Objects
+are found by the labels the operator documents (``app.kubernetes.io/component``,
+``app.kubernetes.io/instance``, ``edgespec.dev/device-class``), never by generated names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from edgespec_dev.portforward import port_forward
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "speculativedeployment-local.yaml"
+NAMESPACE = os.environ.get("EDGESPEC_E2E_NAMESPACE", "edgespec-e2e")
+DEVICE_CLASS = os.environ.get("EDGESPEC_E2E_DEVICE_CLASS", "local-cpu")
+LABEL_DEVICE_CLASS = "edgespec.dev/device-class"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+# Generous bounds for a shared 2-core machine: they stop a stuck run, they do not measure speed.
+PROFILE_TIMEOUT_S = float(os.environ.get("EDGESPEC_E2E_PROFILE_TIMEOUT", 900))
+READY_TIMEOUT_S = float(os.environ.get("EDGESPEC_E2E_READY_TIMEOUT", 600))
+
+
+class E2E:
+    """A kubectl bound to the e2e kubeconfig."""
+
+    def __init__(self, kubeconfig: Path, kubectl: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.kubectl_path = kubectl
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def get_json(self, *args: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", *args, "-o", "json")))
+
+    def items(self, *args: str) -> list[dict[str, Any]]:
+        return list(self.get_json(*args)["items"])
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, every_s: float = 2.0) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` and the last value."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
+
+
+@cache
+def _reference_model() -> Any:
+    from edgespec_dev.drafts import target_path
+    from llama_cpp import Llama
+
+    return Llama(str(target_path()), n_ctx=512, n_threads=2, verbose=False)
+
+
+def reference_greedy(prompt: str, max_tokens: int) -> str:
+    """The target model decoding alone: a cold llama.cpp decode of the same GGUF, greedy."""
+    model = _reference_model()
+    model.reset()
+    out = model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0)
+    return str(out["choices"][0]["text"])
+
+
+class Scenario:
+    """One SpeculativeDeployment from the local sample, applied to the e2e namespace."""
+
+    def __init__(self, e2e: E2E) -> None:
+        self.e2e = e2e
+        self.manifest = yaml.safe_load(SAMPLE.read_text())
+        self.manifest["metadata"]["namespace"] = NAMESPACE
+        spec = self.manifest["spec"]
+        classes = [
+            c for c in spec["deviceClasses"] if c["nodeSelector"].get(LABEL_DEVICE_CLASS) == DEVICE_CLASS
+        ]
+        assert classes, f"{SAMPLE} has no device class selecting {LABEL_DEVICE_CLASS}={DEVICE_CLASS}"
+        self.name: str = self.manifest["metadata"]["name"]
+        self.device_class: str = classes[0]["name"]
+        self.target_name: str = spec["target"]["name"]
+        self.draft_names = {d["name"] for d in spec["drafts"]}
+        self.k_min: int = spec["speculativeLength"]["min"]
+        self.k_max: int = spec["speculativeLength"]["max"]
+        nodes = e2e.items("nodes", "-l", f"{LABEL_DEVICE_CLASS}={DEVICE_CLASS}")
+        self.real_nodes = {n["metadata"]["name"] for n in nodes}
+        assert self.real_nodes, f"no node is labelled {LABEL_DEVICE_CLASS}={DEVICE_CLASS}"
+
+    # -- setup and teardown -------------------------------------------------------------------------
+    def apply(self) -> None:
+        self.e2e.kubectl("create", "namespace", NAMESPACE, check=False)
+        # Profiles measured by an earlier run would skip profiling: this scenario must profile.
+        for profile in self._profiles():
+            self.e2e.kubectl("delete", "edgeprofile", profile["metadata"]["name"], "--wait=true")
+        self.e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(self.manifest))
+
+    def delete(self) -> None:
+        self.e2e.kubectl("delete", "specdeploy", self.name, "-n", NAMESPACE, "--wait=true", "--timeout=120s")
+
+    def cleanup(self) -> None:
+        self.e2e.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+    # -- observations -------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        body = self.e2e.get_json("specdeploy", self.name, "-n", NAMESPACE)
+        return dict(body.get("status") or {})
+
+    def _profiles(self) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in self.e2e.items("edgeprofiles")
+            if p["spec"].get("deviceClass") == self.device_class
+            and p["spec"].get("target") == self.target_name
+        ]
+
+    def wait_for_profiles(self) -> list[dict[str, Any]]:
+        return list(
+            wait_for(
+                f"an EdgeProfile of class {self.device_class} (status: {self._brief()})",
+                self._profiles,
+                PROFILE_TIMEOUT_S,
+            )
+        )
+
+    def profiling_job(self) -> dict[str, Any]:
+        jobs = self.e2e.items("jobs", "-A", "-l", f"{LABEL_COMPONENT}=profiler")
+        assert jobs, "no profiling Job exists (a finished Job is kept for its TTL)"
+        return jobs[0]
+
+    def pod_node_of_job(self, job: dict[str, Any]) -> str:
+        uid = job["metadata"]["uid"]
+        namespace = job["metadata"]["namespace"]
+        pods = self.e2e.items("pods", "-n", namespace, "-l", f"controller-uid={uid}")
+        assert pods, f"the profiling Job {job['metadata']['name']} has no pod left to inspect"
+        return str(pods[0]["spec"]["nodeName"])
+
+    def wait_ready(self) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            status = self.status()
+            return status if status.get("phase") == "Ready" else None
+
+        return dict(wait_for(f"phase Ready (status: {self._brief()})", ready, READY_TIMEOUT_S))
+
+    def _brief(self) -> str:
+        with contextlib.suppress(AssertionError):
+            status = self.status()
+            conditions = "; ".join(
+                f"{c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')[:160]}"
+                for c in status.get("conditions", [])
+            )
+            return f"phase={status.get('phase')} {conditions}"
+        return "unreadable"
+
+    def draft_pods(self) -> list[dict[str, Any]]:
+        return self.e2e.items(
+            "pods", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=draft,{LABEL_INSTANCE}={self.name}"
+        )
+
+    def draft_pod(self) -> dict[str, Any]:
+        pods = [p for p in self.draft_pods() if p["metadata"].get("deletionTimestamp") is None]
+        assert len(pods) == 1, f"expected one draft pod on the class's one node, got {len(pods)}"
+        return pods[0]
+
+    def current_k(self) -> int:
+        return int(self.status()["deviceClasses"][0]["selection"]["k"])
+
+    def pin_k(self, k: int) -> None:
+        patch = {"spec": {"speculativeLength": {"min": k, "max": k}}}
+        self.e2e.kubectl(
+            "patch", "specdeploy", self.name, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch)
+        )
+
+    def served_k(self) -> int | None:
+        """K as the running draft server reports it (its ``edgespec_edge_speculative_length`` gauge)."""
+        with self.port_forward(f"pod/{self.draft_pod()['metadata']['name']}", 8080) as port:
+            import urllib.request
+
+            # One short completion makes the server read its K file for a round.
+            body = json.dumps(
+                {"model": self.target_name, "prompt": "Hello", "max_tokens": 4, "temperature": 0}
+            )
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/completions",
+                data=body.encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=120).read()
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+        match = re.search(r"^edgespec_edge_speculative_length(?:\{[^}]*\})? (\S+)$", metrics, re.M)
+        return int(float(match.group(1))) if match else None
+
+    def wait_for_served_k(self, k: int) -> None:
+        wait_for(
+            f"the draft server to report K={k}", lambda: self.served_k() == k, READY_TIMEOUT_S, every_s=3
+        )
+
+    def wait_for_live_telemetry(self) -> dict[str, Any]:
+        def live() -> dict[str, Any] | None:
+            classes = self.status().get("deviceClasses", [])
+            points = (classes[0].get("live") or {}).get("points", []) if classes else []
+            rounds = sum(int(p.get("rounds", 0)) for p in points)
+            return {"rounds": rounds, "points": points} if rounds else None
+
+        return dict(wait_for("live telemetry in status.deviceClasses[].live", live, 180, every_s=3))
+
+    def wait_no_pods(self) -> None:
+        def gone() -> bool:
+            pods = self.e2e.items("pods", "-n", NAMESPACE, "-l", f"{LABEL_INSTANCE}={self.name}")
+            return not pods
+
+        wait_for("every pod of the deployment to be gone", gone, 180)
+
+    def running_containers(self) -> list[str]:
+        """Containers the real nodes' kubelets still run for the namespace (kubelet's runtime view)."""
+        names: list[str] = []
+        for node in self.real_nodes:
+            raw = self.e2e.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/runningpods/")
+            for pod in json.loads(raw).get("items", []):
+                if pod["metadata"].get("namespace") == NAMESPACE:
+                    names += [
+                        f"{pod['metadata']['name']}/{c['name']}" for c in pod["spec"].get("containers", [])
+                    ]
+        return names
+
+    def wait_no_running_containers(self) -> None:
+        wait_for("no container of the namespace left on the node", lambda: not self.running_containers(), 180)
+
+    # -- clients ------------------------------------------------------------------------------------
+    def port_forward(self, target: str, port: int) -> contextlib.AbstractContextManager[int]:
+        return port_forward(self.e2e.kubectl_path, self.e2e.kubeconfig, NAMESPACE, target, port)
+
+    @contextlib.contextmanager
+    def openai_client(self) -> Iterator[Any]:
+        """The official ``openai`` SDK pointed at the class's draft Service."""
+        import openai
+
+        services = self.e2e.items(
+            "services", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=draft,{LABEL_INSTANCE}={self.name}"
+        )
+        assert services, "no draft Service"
+        service = services[0]["metadata"]["name"]
+        port = services[0]["spec"]["ports"][0]["port"]
+        with self.port_forward(f"svc/{service}", port) as local:
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key="unused", timeout=300)
+            try:
+                yield client
+            finally:
+                client.close()
