@@ -5,7 +5,7 @@ demo:        ## run the main job: local cluster, operator, sample deployment, se
 test:        ## lint, type-check and run every test tier (what CI runs)
 	bash hack/test.sh
 demo-stop:   ## stop the demo cluster
-	bash -c 'source hack/env.sh && python -m edgespec_dev.cluster stop --name demo'
+	bash -c 'source hack/env.sh && python -m edgespec_dev.e2e down --name demo'
 chart-docs:  ## regenerate charts/edgespec/README.md from values.yaml (helm-docs, built from its Go module)
 	bash -c 'source hack/env.sh && python -m edgespec_dev.chartdocs'
 crds:        ## regenerate crds/ and docs/api.md from the API types
