@@ -134,7 +134,7 @@ class Scenario:
             p
             for p in self.e2e.items("edgeprofiles")
             if p["spec"].get("deviceClass") == self.device_class
-            and p["spec"].get("target") == self.target_name
+            and p["spec"].get("targetModel") == self.target_name
         ]
 
     def wait_for_profiles(self) -> list[dict[str, Any]]:
@@ -154,7 +154,7 @@ class Scenario:
     def pod_node_of_job(self, job: dict[str, Any]) -> str:
         uid = job["metadata"]["uid"]
         namespace = job["metadata"]["namespace"]
-        pods = self.e2e.items("pods", "-n", namespace, "-l", f"controller-uid={uid}")
+        pods = self.e2e.items("pods", "-n", namespace, "-l", f"batch.kubernetes.io/controller-uid={uid}")
         assert pods, f"the profiling Job {job['metadata']['name']} has no pod left to inspect"
         return str(pods[0]["spec"]["nodeName"])
 
