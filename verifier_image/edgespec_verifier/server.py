@@ -185,7 +185,7 @@ async def verify(request: web.Request) -> web.Response:
     except ValidationError as exc:
         return invalid("verify request", exc)
     n_vocab = vocabulary_size(engine)
-    if n_vocab is not None and max(*body.tokens, *body.draft, 0) >= n_vocab:
+    if n_vocab is not None and max([*body.tokens, *body.draft, 0]) >= n_vocab:
         return error(400, "bad_request", f"invalid verify request: token ids must be below {n_vocab}")
     if app[STATE]["waiting"] >= app[SETTINGS].max_queue:
         metrics.rounds.labels("overloaded").inc()
@@ -242,7 +242,7 @@ async def open_session(request: web.Request) -> web.Response:
     except ValidationError as exc:
         return invalid("session", exc)
     n_vocab = vocabulary_size(engine)
-    if n_vocab is not None and max(*body.tokens, 0) >= n_vocab:
+    if n_vocab is not None and max([*body.tokens, 0]) >= n_vocab:
         return error(400, "bad_request", f"invalid session: token ids must be below {n_vocab}")
     try:
         cached = await asyncio.get_running_loop().run_in_executor(
