@@ -1,10 +1,11 @@
 """Fuzzing: 10,000 generated requests against each of the edge and verifier APIs (hypothesis).
 
 Both servers are the real ones (real draft model, real target) on loopback, in a child process (so
-its memory is theirs alone, not the fuzzer's); the generated requests are raw bytes, arbitrary JSON, and near-valid bodies whose fields are each
-valid or junk. What must hold for every request: no 5xx (input never causes a server error; the
-verifier is up, so even 502 would be a bug), and afterwards: both servers alive, no request slot
-or verifier session leaked, and memory flat between the first 2,000 requests and the last.
+its memory is theirs alone, not the fuzzer's). The generated requests are raw bytes, arbitrary JSON,
+and near-valid bodies whose fields are each valid or junk. What must hold for every request: no 5xx
+(input never causes a server error; the verifier is up, so even 502 would be a bug), and afterwards:
+both servers alive, no request slot or verifier session leaked, and memory flat between the first
+2,000 requests and the last.
 
 Generation is kept short (``max_tokens`` of 1-2 or invalid, small contexts) so the run takes a few
 minutes on 2 shared cores; most requests are refused by validation, the valid ones run real rounds.
