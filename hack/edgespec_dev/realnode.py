@@ -351,8 +351,9 @@ class RealNode:
             lambda: [tools.ensure(n) for n in ("kubelet", "kube-proxy", "coredns")],
         )
         _timed("pause image", pause_image)
-        self._claim_machine()
+        # Clean first: the cleanup stops this cluster's own stale node, which drops its claim.
         self._clean_crashed_run()
+        self._claim_machine()
         for directory in (self.dir, self.run_dir, self.models_dir, self.dir / "cni" / "net.d"):
             directory.mkdir(parents=True, exist_ok=True)
         self._write_state()
