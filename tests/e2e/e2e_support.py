@@ -189,7 +189,20 @@ class Scenario:
         return int(self.status()["deviceClasses"][0]["selection"]["k"])
 
     def pin_k(self, k: int) -> None:
-        patch = {"spec": {"speculativeLength": {"min": k, "max": k}}}
+        """Pin K and keep only the selected draft and quantisation, so that K alone changes (a new
+        K could otherwise make another draft the best, which rolls the DaemonSet by design)."""
+        selection = self.status()["deviceClasses"][0]["selection"]
+        drafts = [
+            {
+                **draft,
+                "quantizations": [
+                    q for q in draft["quantizations"] if q["quantization"] == selection["quantization"]
+                ],
+            }
+            for draft in self.manifest["spec"]["drafts"]
+            if draft["name"] == selection["draftModel"]
+        ]
+        patch = {"spec": {"speculativeLength": {"min": k, "max": k}, "drafts": drafts}}
         self.e2e.kubectl(
             "patch", "specdeploy", self.name, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch)
         )
