@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from edgespec_dev.realnode import (
     RealNodeOptions,
     busybox_image,
 )
+from edgespec_dev.waiting import wait_for
 
 # Also marked `cluster`: it starts a cluster, so `-m "not cluster"` (the quick tiers) leaves it out.
 pytestmark = [pytest.mark.realnode, pytest.mark.cluster]
@@ -50,14 +50,7 @@ def node_of(cluster: Cluster) -> RealNode:
 
 
 def eventually(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
+    return wait_for(what, check, timeout_s, every_s=0.5)
 
 
 def get_json(cluster: Cluster, *args: str) -> Any:
