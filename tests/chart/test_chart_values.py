@@ -9,6 +9,7 @@ is a promise the chart does not keep). No cluster is needed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -120,6 +121,8 @@ def probe(path: str, default: Any) -> Any:
     if isinstance(default, str):
         if "ms|s|m|h" in schema.get("pattern", ""):
             return "47s"
+        if "sha256" in schema.get("pattern", ""):
+            return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
         if default.startswith("/") or schema.get("pattern", "").startswith("^(/"):
             return "/" + token
         return token[:63]
@@ -171,6 +174,7 @@ def test_lint_is_strict_clean() -> None:
         ("replicas=6", "replicas"),
         ("operatr.workers=2", "operatr"),  # a typo is refused, not silently ignored
         ("metrics.podMonitor.interval=often", "interval"),
+        ("image.digest=sha256:notahexdigest", "digest"),
     ],
 )
 def test_bad_values_are_refused_naming_the_value(value: str, where: str) -> None:
@@ -204,6 +208,17 @@ def test_install_refuses_bad_values_and_the_server_accepts_the_rest(cluster: Clu
     )
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.count("kind: NetworkPolicy") == 2, accepted.stdout
+
+
+def test_a_digest_pins_the_image_by_content_and_replaces_the_tag() -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    rendered = template({"image.digest": digest, "image.tag": "v9", "workloadImages.edge.digest": digest})
+    assert rendered.returncode == 0, rendered.stderr
+    assert f'image: "ghcr.io/edgespec/operator@{digest}"' in rendered.stdout
+    assert f'value: "ghcr.io/edgespec/edge@{digest}"' in rendered.stdout
+    assert "operator:v9" not in rendered.stdout
+    # the others keep repository:tag
+    assert 'value: "ghcr.io/edgespec/verifier:' in rendered.stdout
 
 
 def test_the_defaults_and_every_probe_satisfy_the_schema() -> None:

@@ -34,11 +34,16 @@ app.kubernetes.io/part-of: edgespec
 {{- end }}
 {{- end }}
 
-{{/* repository:tag, the tag defaulting to the chart's appVersion. Call with (list $ .Values.image). */}}
+{{/* repository@digest when a digest is set, else repository:tag with the tag defaulting to the
+chart's appVersion. Call with (list $ .Values.image). */}}
 {{- define "edgespec.image" -}}
 {{- $root := index . 0 }}
 {{- $image := index . 1 }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
 {{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
 {{- end }}
 
 {{- define "edgespec.watchNamespaces" -}}
