@@ -104,18 +104,23 @@ def _fetch(args: argparse.Namespace, settings: FetchSettings) -> None:
     print(path)
 
 
-async def wait_for_verifier(url: str, timeout_s: float, poll_s: float = 2.0) -> None:
+async def wait_for_verifier(
+    url: str, timeout_s: float, poll_s: float = 2.0, ca_file: Path | None = None
+) -> None:
     """Wait until the verifier's ``/readyz`` answers 200 (a profiling Job may start before its model loads).
 
-    Exits with a message naming the URL after ``timeout_s``; ``/readyz`` needs no token.
+    Exits with a message naming the URL after ``timeout_s``; ``/readyz`` needs no token. An https URL
+    is verified against ``ca_file`` (``EDGESPEC_EDGE_CA_FILE``), as the verify calls are.
     """
     import aiohttp
+    from edgespec.tls import client_context
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     last = "no answer yet"
     next_report = loop.time()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    connector = aiohttp.TCPConnector(ssl=client_context(ca_file)) if url.startswith("https:") else None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), connector=connector) as session:
         while True:
             try:
                 async with session.get(f"{url.rstrip('/')}/readyz") as response:
@@ -167,8 +172,8 @@ def _profile(args: argparse.Namespace, settings: EdgeSettings) -> None:
     ks = list(range(args.k_min, args.k_max + 1, args.k_step))
 
     async def run() -> list[Any]:
-        await wait_for_verifier(settings.verifier_url, args.verifier_wait_s)
-        client = VerifierClient(settings.verifier_url, token)
+        await wait_for_verifier(settings.verifier_url, args.verifier_wait_s, ca_file=settings.ca_file)
+        client = VerifierClient(settings.verifier_url, token, ca_file=settings.ca_file)
         try:
             return [
                 (

@@ -691,13 +691,21 @@ def desired_children(
     profiling_jobs: Sequence[ProfilingJob] = (),
     telemetry: Telemetry | None = None,
     model_cache: ModelCache | None = None,
+    verifier_ca: str | None = None,
 ) -> list[dict[str, Any]]:
     """The verifier objects, and the draft servers of every class that has a selection, in apply order.
 
     The verifier comes first (profiling needs it); a class without a selection gets no draft servers
     yet. K reaches only the ConfigMap, so a change of K alone never restarts a draft server.
+    ``verifier_ca`` is the TLS Secret's ``ca.crt`` (spec.verifier.tls), copied for the edge pods.
     """
-    common = {"owner": owner, "spec": spec, "images": images, "model_cache": model_cache}
+    common = {
+        "owner": owner,
+        "spec": spec,
+        "images": images,
+        "model_cache": model_cache,
+        "verifier_ca": verifier_ca,
+    }
     children = build_verifier(VerifierInput(**common, token=SecretStr(token)))
     children += build_verifier_disruption_budget(DeploymentInput(**common))
     for cls in status.device_classes:

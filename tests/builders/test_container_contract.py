@@ -9,7 +9,9 @@ environment applied (``prepare``: everything ``main`` does before the handler ru
 URLs and identities the containers name are checked against the volumes, Secrets, Services and
 ServiceAccounts the builders made: a path must lie in a mounted volume (in a Secret's or ConfigMap's
 projected items when it is one), what a container reads must be what its init container wrote, and
-a profiler must write the EdgeProfile the operator waits for.
+a profiler must write the EdgeProfile the operator waits for. Each case is built twice: plain HTTP,
+and with ``spec.verifier.tls`` (the verifier serving HTTPS from the user's Secret, the edge verifying
+it against the CA ConfigMap the operator copies out of that Secret, never the Secret itself).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ NODE_NAME = "node-0"
 NODE_CORES = 2
 TELEMETRY = Telemetry(url="http://edgespec-operator.edgespec-system.svc:8080/v1/telemetry")
 CACHES = {"no-cache": None, "node-cache": ModelCache(host_path="/var/lib/edgespec/models")}
+TLS_SECRET = "demo-verifier-tls"
+"""The user's kubernetes.io/tls Secret (a cert-manager Certificate's), named by spec.verifier.tls."""
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 PROGRAMS = {
     ("python", "-m", "edgespec_edge"): "edgespec_edge.__main__",
@@ -71,10 +76,11 @@ def sample_specs() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 CASES = [
-    pytest.param(spec, engine, cache, id=f"{name}-{engine}-{cache_id}")
+    pytest.param(spec, engine, cache, tls, id=f"{name}-{engine}-{cache_id}-{'tls' if tls else 'plain'}")
     for name, spec in sample_specs()
     for engine in ("llamacpp", "vllm")
     for cache_id, cache in CACHES.items()
+    for tls in (False, True)
 ]
 
 
@@ -84,12 +90,26 @@ def test_every_sample_is_covered() -> None:
     assert "speculativedeployment-local.yaml:local" in names, names
 
 
-def children(spec_data: dict[str, Any], engine: str, cache: ModelCache | None) -> list[dict[str, Any]]:
+def with_tls(spec_data: dict[str, Any], tls: bool) -> dict[str, Any]:
+    if not tls:
+        return spec_data
+    return {**spec_data, "verifier": {**spec_data["verifier"], "tls": {"secretName": TLS_SECRET}}}
+
+
+def children(
+    spec_data: dict[str, Any], engine: str, cache: ModelCache | None, tls: bool = False
+) -> list[dict[str, Any]]:
     """Every workload (and the objects they refer to) the builders make for ``spec_data``."""
-    data = {**spec_data, "verifier": {**spec_data["verifier"], "engine": engine}}
+    data = with_tls({**spec_data, "verifier": {**spec_data["verifier"], "engine": engine}}, tls)
     data["target"] = {**OTHER_ENGINE_TARGET, **spec_data["target"]}
     spec = SpeculativeDeploymentSpec.model_validate(data)
-    common: dict[str, Any] = {"owner": OWNER, "spec": spec, "images": IMAGES, "model_cache": cache}
+    common: dict[str, Any] = {
+        "owner": OWNER,
+        "spec": spec,
+        "images": IMAGES,
+        "model_cache": cache,
+        "verifier_ca": CA_PEM if tls else None,
+    }
     out = [
         *build_verifier(VerifierInput(**common, token="t0ken")),
         build_draft_service(DeploymentInput(**common)),
@@ -243,17 +263,19 @@ def absolute_paths(container: dict[str, Any]) -> list[str]:
     return paths
 
 
-@pytest.mark.parametrize(("spec_data", "engine", "cache"), CASES)
+@pytest.mark.parametrize(("spec_data", "engine", "cache", "tls"), CASES)
 def test_every_container_is_accepted_by_its_program(
     spec_data: dict[str, Any],
     engine: str,
     cache: ModelCache | None,
+    tls: bool,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    manifests = children(spec_data, engine, cache)
+    manifests = children(spec_data, engine, cache, tls)
     services = by_kind(manifests, "Service")
     secrets = by_kind(manifests, "Secret")
+    config_maps = by_kind(manifests, "ConfigMap")
     accounts = by_kind(manifests, "ServiceAccount")
     seen_programs = set()
     for manifest, parsed in parsed_pods(manifests, monkeypatch, capsys):
@@ -266,7 +288,21 @@ def test_every_container_is_accepted_by_its_program(
                 check_path(pod, item.container, path, write=False, where=item.where)
             for volume in pod["volumes"]:
                 if "secret" in volume:
-                    assert volume["secret"]["secretName"] in secrets, f"{item.where}: no Secret {volume}"
+                    name = volume["secret"]["secretName"]
+                    if tls and name == TLS_SECRET:  # the user's; only the verifier, in the cloud, mounts it
+                        component = item.manifest["metadata"]["labels"]["app.kubernetes.io/component"]
+                        assert component == "verifier", f"{item.where}: an edge pod mounts the TLS Secret"
+                        continue
+                    assert name in secrets, f"{item.where}: no Secret {volume}"
+                if "configMap" in volume:
+                    name = volume["configMap"]["name"]
+                    if name == spec_data.get("profiling", {}).get("promptsConfigMap"):
+                        continue  # the user's prompts
+                    assert name in config_maps, f"{item.where}: no ConfigMap {volume}"
+                    keys = {i["key"] for i in volume["configMap"].get("items", [])}
+                    assert keys <= set(config_maps[name]["data"]), (
+                        f"{item.where}: {volume} names missing keys"
+                    )
             if item.command == "fetch":
                 assert item.init, f"{item.where}: fetch runs as an init container"
                 # its failure (which source, which node, the fix) must reach the pod's status
@@ -299,7 +335,8 @@ def test_every_container_is_accepted_by_its_program(
                         f"{item.where}: does not mount the model cache {cache_dir} its fetcher links into"
                     )
                     assert mine["mountPath"] == theirs["mountPath"], item.where
-            check_identity(item, spec_data, services, accounts)
+            check_identity(item, with_tls(spec_data, tls), services, accounts)
+            check_tls(item, tls, config_maps)
     assert {(p, c) for p, c in seen_programs} >= {
         (("python", "-m", "edgespec_edge"), "fetch"),
         (("python", "-m", "edgespec_edge"), "serve"),
@@ -336,8 +373,9 @@ def check_identity(
         return
     edge = item.invocation.settings[0]
     url = edge.verifier_url
-    assert url.startswith("http://") and url.count(":") == 2, url
-    host, port = url.removeprefix("http://").rsplit(":", 1)
+    scheme = "https" if "tls" in spec_data.get("verifier", {}) else "http"
+    assert url.startswith(f"{scheme}://") and url.count(":") == 2, url
+    host, port = url.removeprefix(f"{scheme}://").rsplit(":", 1)
     service_name, namespace, svc = host.split(".")
     assert (namespace, svc) == (OWNER.namespace, "svc"), url
     service = services.get(service_name)
@@ -363,3 +401,40 @@ def check_identity(
     assert args.quantization in quantizations, item.where
     k = SpeculativeDeploymentSpec.model_validate(spec_data).speculative_length  # defaults applied
     assert (args.k_min, args.k_max) == (k.min, k.max), item.where
+
+
+def check_tls(item: Parsed, tls: bool, config_maps: dict[str, dict[str, Any]]) -> None:
+    """With TLS the verifier serves HTTPS from the Secret's files and is probed so; every edge program
+    verifies the verifier against the CA copied into a ConfigMap; without TLS none of it is there."""
+    if item.init:
+        return
+    pod = pod_spec(item.manifest)
+    assert pod is not None
+    if item.command == "verify":
+        settings = item.invocation.settings[0]
+        files = (settings.tls_cert_file, settings.tls_key_file)
+        probes = [
+            item.container[p]["httpGet"].get("scheme", "HTTP") for p in ("readinessProbe", "livenessProbe")
+        ]
+        if not tls:
+            assert files == (None, None) and probes == ["HTTP", "HTTP"], item.where
+            return
+        assert None not in files, f"{item.where}: TLS asked for, the verifier serves plain HTTP"
+        assert probes == ["HTTPS", "HTTPS"], f"{item.where}: the kubelet would probe an HTTPS port over HTTP"
+        for path in files:
+            volume = next(
+                v for v in pod["volumes"] if v["name"] == mount_for(item.container, str(path))["name"]
+            )
+            assert volume["secret"]["secretName"] == TLS_SECRET, f"{item.where}: {path} from {volume}"
+        return
+    edge = item.invocation.settings[0]
+    if not tls:
+        assert edge.ca_file is None, item.where
+        return
+    assert edge.ca_file is not None, f"{item.where}: an https verifier URL and no CA to verify it against"
+    mount = mount_for(item.container, str(edge.ca_file))
+    assert mount is not None, f"{item.where}: CA file {edge.ca_file} is in no volume"
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "configMap" in volume, f"{item.where}: the CA must come from the operator's ConfigMap: {volume}"
+    key = volume["configMap"]["items"][0]["key"]
+    assert config_maps[volume["configMap"]["name"]]["data"][key] == CA_PEM, item.where

@@ -19,6 +19,7 @@ from edgespec.api.objective import Constraints, Objective
 from edgespec.api.profile import ObjectMeta
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
 PYPI_REQUIREMENT = r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(==[A-Za-z0-9][A-Za-z0-9._+!-]*)?"
 """A package name and optional ``==version``: never a URL, a path, an extra or a pip option."""
@@ -100,6 +101,24 @@ def _gpu_tolerations() -> list[Toleration]:
     return [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
 
 
+class VerifierTLS(ApiModel):
+    """HTTPS between the edge and the verifier, with a certificate from a Secret (cert-manager's shape).
+
+    The verifier serves HTTPS with the Secret's ``tls.crt`` and ``tls.key``; the operator copies the
+    Secret's ``ca.crt`` (only that) into a ConfigMap that draft servers and profilers mount and verify the
+    verifier against, so no edge node is given the verifier's private key. The certificate must name
+    the verifier Service's host, ``status.verifier.endpoint`` (``<service>.<namespace>.svc``).
+    """
+
+    secret_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Secret in the deployment's namespace with tls.crt, tls.key and ca.crt (type "
+        "kubernetes.io/tls, as a cert-manager Certificate writes it).",
+    )
+
+
 class VerifierSpec(ApiModel):
     """How the cloud verifier runs."""
 
@@ -124,7 +143,13 @@ class VerifierSpec(ApiModel):
         default_factory=list, description="Extra engine arguments, e.g. --max-model-len=8192."
     )
     port: int = Field(
-        default=8000, ge=1024, le=65535, description="Port of the verifier Service and container (HTTP)."
+        default=8000,
+        ge=1024,
+        le=65535,
+        description="Port of the verifier Service and container (HTTP, or HTTPS with tls).",
+    )
+    tls: VerifierTLS | None = Field(
+        default=None, description="Serve HTTPS from a certificate Secret; absent: plain HTTP."
     )
 
 
@@ -458,7 +483,8 @@ class VerifierStatus(ApiModel):
     replicas: int = Field(default=0, description="Verifier pods desired.")
     endpoint: str | None = Field(
         default=None,
-        description="URL of the verifier Service inside the cluster, e.g. http://NAME.NS.svc:8000.",
+        description="URL of the verifier Service inside the cluster, e.g. http://NAME.NS.svc:8000 "
+        "(https with spec.verifier.tls).",
     )
 
 

@@ -27,6 +27,7 @@ from edgespec.builders.profiling import (
 )
 from edgespec.builders.verifier import (
     build_verifier,
+    build_verifier_ca_config_map,
     build_verifier_deployment,
     build_verifier_secret,
     build_verifier_service,
@@ -47,6 +48,7 @@ __all__ = [
     "build_draft_service",
     "build_profiling_job",
     "build_verifier",
+    "build_verifier_ca_config_map",
     "build_verifier_deployment",
     "build_verifier_disruption_budget",
     "build_verifier_secret",

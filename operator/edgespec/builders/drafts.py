@@ -47,6 +47,7 @@ from edgespec.builders.podspec import (
     token_mount,
     token_volume,
     tolerations,
+    verifier_trust,
 )
 
 CONTAINER = "draft-server"
@@ -61,7 +62,7 @@ CONFIG_VOLUME = "speculative-config"
 
 def speculative_config(inp: DraftServerInput) -> str:
     """The ConfigMap file: ``k`` is re-read by the server; ``verifierUrl`` is for humans and tools."""
-    body = {"k": inp.k, "verifierUrl": verifier_url(inp.owner, inp.spec.verifier.port)}
+    body = {"k": inp.k, "verifierUrl": verifier_url(inp.owner, inp.spec.verifier.port, inp.verifier_tls)}
     header = "# Written by the edgespec operator; edits are overwritten.\n"
     return header + yaml.safe_dump(body, sort_keys=True)
 
@@ -88,8 +89,12 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
         {"name": "EDGESPEC_EDGE_DRAFT_MODEL", "value": f"{MODELS_DIR}/{DRAFT_FILE}"},
         {"name": "EDGESPEC_EDGE_SERVED_MODEL_NAME", "value": inp.spec.target.name},
         # The URL derives from the deployment's name alone, so it never changes over the object's life.
-        {"name": "EDGESPEC_EDGE_VERIFIER_URL", "value": verifier_url(inp.owner, inp.spec.verifier.port)},
+        {
+            "name": "EDGESPEC_EDGE_VERIFIER_URL",
+            "value": verifier_url(inp.owner, inp.spec.verifier.port, inp.verifier_tls),
+        },
         {"name": "EDGESPEC_EDGE_VERIFIER_TOKEN_FILE", "value": TOKEN_FILE},
+        *verifier_trust(inp).env,
         {"name": "EDGESPEC_EDGE_K_FILE", "value": CONFIG_FILE},
         {"name": "EDGESPEC_EDGE_HOST", "value": "0.0.0.0"},
         {"name": "EDGESPEC_EDGE_PORT", "value": str(EDGE_PORT)},
@@ -123,6 +128,7 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
             {"name": TMP_VOLUME, "mountPath": TMP_DIR},
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             token_mount(),
+            *verifier_trust(inp).mounts,
         ],
         "securityContext": container_security_context(),
         **http_probes(),
@@ -133,6 +139,7 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
     """One draft server on every node of the device class, running the chosen draft and quantisation."""
     device_class = inp.device_class(inp.device_class_name)
     source = inp.draft_quantization(inp.draft_model, inp.quantization).source
+    trust = verifier_trust(inp)
     name = draft_name(inp.owner, device_class.name)
     meta = object_meta(inp.owner, name, "draft", device_class.name)
     pod_labels = {
@@ -149,7 +156,10 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
             "selector": {"matchLabels": selector_labels(inp.owner, "draft", device_class.name)},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": prometheus_annotations(EDGE_PORT)},
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {**prometheus_annotations(EDGE_PORT), **trust.annotations},
+                },
                 "spec": {
                     "automountServiceAccountToken": False,  # drafts never talk to the API server
                     "securityContext": pod_security_context(),
@@ -164,6 +174,7 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
                             "configMap": {"name": name, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
                         },
                         token_volume(verifier_secret_name(inp.owner)),
+                        *trust.volumes,
                     ],
                     "terminationGracePeriodSeconds": 30,
                 },

@@ -53,6 +53,16 @@ class DeploymentInput(BaseModel):
     spec: SpeculativeDeploymentSpec
     images: WorkloadImages
     model_cache: ModelCache | None = Field(default=None, description="None: each pod fetches its own models.")
+    verifier_ca: str | None = Field(
+        default=None,
+        description="PEM CA bundle (``ca.crt`` of spec.verifier.tls's Secret, read by the handler) that "
+        "edge pods verify the verifier against; None without TLS or while the Secret is not readable.",
+    )
+
+    @property
+    def verifier_tls(self) -> bool:
+        """The verifier serves HTTPS, and edge pods mount the CA ConfigMap and use an https URL."""
+        return self.spec.verifier.tls is not None
 
     def device_class(self, name: str) -> DeviceClass:
         for device_class in self.spec.device_classes:

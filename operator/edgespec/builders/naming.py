@@ -154,9 +154,17 @@ def profiling_job_name(owner: Owner, device_class: str, draft_model: str, quanti
     return child_name(owner, "profile", device_class, draft_model, quantization)
 
 
-def verifier_url(owner: Owner, port: int) -> str:
-    """In-cluster URL of the verifier Service (no cluster domain, so any ``--cluster-domain`` works)."""
-    return f"http://{verifier_name(owner)}.{owner.namespace}.svc:{port}"
+def verifier_ca_name(owner: Owner) -> str:
+    """Name of the ConfigMap holding the CA that edge pods verify the verifier's certificate against."""
+    return child_name(owner, "verifier-ca")
+
+
+def verifier_url(owner: Owner, port: int, tls: bool = False) -> str:
+    """In-cluster URL of the verifier Service (no cluster domain, so any ``--cluster-domain`` works).
+
+    With ``tls`` it is https: the verifier's certificate must name this host."""
+    scheme = "https" if tls else "http"
+    return f"{scheme}://{verifier_name(owner)}.{owner.namespace}.svc:{port}"
 
 
 def selector_labels(owner: Owner, component: Component, device_class: str | None = None) -> dict[str, str]:

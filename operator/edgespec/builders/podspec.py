@@ -11,10 +11,13 @@ sides must change together.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgespec.api.deployment import ModelSource, Resources, Toleration
-from edgespec.builders.inputs import ModelCache, WorkloadImages
+from edgespec.builders.inputs import DeploymentInput, ModelCache, WorkloadImages
+from edgespec.builders.naming import verifier_ca_name
 
 RUN_AS_USER = 65532
 """The distroless ``nonroot`` uid; the images own nothing they need to write at run time."""
@@ -31,6 +34,15 @@ TOKEN_KEY = "token"
 TOKEN_FILE = f"{TOKEN_DIR}/{TOKEN_KEY}"
 """The verifier token as a file: the verifier's ``--token-file``, the edge's ``..._VERIFIER_TOKEN_FILE``."""
 
+TLS_DIR = "/var/run/edgespec/verifier-tls"
+TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
+"""The verifier's ``--tls-cert-file`` (from spec.verifier.tls.secretName); its key is beside it."""
+TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
+CA_DIR = "/etc/edgespec/verifier-ca"
+CA_KEY = "ca.crt"
+CA_FILE = f"{CA_DIR}/{CA_KEY}"
+"""The CA the edge trusts for the verifier: ``EDGESPEC_EDGE_CA_FILE`` of draft servers and profilers."""
+
 MODEL_CACHE_DIR = "/var/cache/edgespec/models"
 """Where the node's model cache is mounted: read-write in fetchers, read-only in servers (same path,
 as a fetched model in ``MODELS_DIR`` may be a symbolic link into it)."""
@@ -39,6 +51,8 @@ FETCH_CONTAINER = "fetch-model"
 MODELS_VOLUME = "models"
 TMP_VOLUME = "tmp"
 TOKEN_VOLUME = "verifier-token"
+TLS_VOLUME = "verifier-tls"
+CA_VOLUME = "verifier-ca"
 MODEL_CACHE_VOLUME = "model-cache"
 
 
@@ -181,24 +195,80 @@ def token_mount() -> dict[str, Any]:
     return {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
 
 
-def http_probes(port_name: str = "http") -> dict[str, Any]:
+def tls_volume(secret_name: str) -> dict[str, Any]:
+    """The verifier's certificate and key, from the user's ``kubernetes.io/tls`` Secret."""
+    return {
+        "name": TLS_VOLUME,
+        "secret": {
+            "secretName": secret_name,
+            "defaultMode": 0o440,
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+        },
+    }
+
+
+def tls_mount() -> dict[str, Any]:
+    return {"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True}
+
+
+def ca_volume(config_map_name: str) -> dict[str, Any]:
+    """The CA bundle the operator copied out of the TLS Secret: edge pods never mount the Secret itself
+    (a node may read every Secret its pods mount, and the verifier's key must not reach edge devices)."""
+    return {
+        "name": CA_VOLUME,
+        "configMap": {"name": config_map_name, "items": [{"key": CA_KEY, "path": CA_KEY}]},
+    }
+
+
+def ca_mount() -> dict[str, Any]:
+    return {"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True}
+
+
+CA_DIGEST_ANNOTATION = "edgespec.dev/verifier-ca-sha256"
+"""On draft pod templates: a new CA rolls the draft servers (the edge reads its CA file at start)."""
+
+
+@dataclass(frozen=True)
+class VerifierTrust:
+    """What an edge pod (draft server, profiler) needs to verify the verifier's certificate."""
+
+    env: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def verifier_trust(inp: DeploymentInput) -> VerifierTrust:
+    """With ``spec.verifier.tls``: the CA ConfigMap mounted at ``CA_DIR`` and ``EDGESPEC_EDGE_CA_FILE``
+    pointing at it (the edge then refuses a verifier certificate that does not chain to it)."""
+    if not inp.verifier_tls:
+        return VerifierTrust()
+    annotations = {}
+    if inp.verifier_ca is not None:
+        annotations[CA_DIGEST_ANNOTATION] = hashlib.sha256(inp.verifier_ca.encode()).hexdigest()
+    return VerifierTrust(
+        env=[{"name": "EDGESPEC_EDGE_CA_FILE", "value": CA_FILE}],
+        mounts=[ca_mount()],
+        volumes=[ca_volume(verifier_ca_name(inp.owner))],
+        annotations=annotations,
+    )
+
+
+def http_probes(port_name: str = "http", tls: bool = False) -> dict[str, Any]:
     """Readiness on ``/readyz`` (model loaded), liveness on ``/healthz`` (event loop alive).
 
-    The startup probe allows ten minutes for a model load before liveness starts counting.
+    The startup probe allows ten minutes for a model load before liveness starts counting. With
+    ``tls`` the kubelet probes over HTTPS (it does not verify the certificate).
     """
+
+    def get(path: str) -> dict[str, Any]:
+        return {"path": path, "port": port_name, **({"scheme": "HTTPS"} if tls else {})}
+
     return {
-        "startupProbe": {
-            "httpGet": {"path": "/healthz", "port": port_name},
-            "periodSeconds": 5,
-            "failureThreshold": 120,
-        },
-        "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": port_name},
-            "periodSeconds": 5,
-            "failureThreshold": 3,
-        },
+        "startupProbe": {"httpGet": get("/healthz"), "periodSeconds": 5, "failureThreshold": 120},
+        "readinessProbe": {"httpGet": get("/readyz"), "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": port_name},
+            "httpGet": get("/healthz"),
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,
@@ -206,6 +276,13 @@ def http_probes(port_name: str = "http") -> dict[str, Any]:
     }
 
 
-def prometheus_annotations(port: int) -> dict[str, str]:
+def prometheus_annotations(port: int, tls: bool = False) -> dict[str, str]:
     """Scrape hints for Prometheus setups without the operator's PodMonitor."""
-    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+    hints = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+    if tls:
+        hints["prometheus.io/scheme"] = "https"
+    return hints

@@ -43,6 +43,7 @@ from edgespec.builders.podspec import (
     token_mount,
     token_volume,
     tolerations,
+    verifier_trust,
 )
 
 CONTAINER = "profiler"
@@ -81,12 +82,18 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
         "--k-max", str(spec.speculative_length.max),
         "--report", REPORT_FILE,
     ]  # fmt: skip
+    trust = verifier_trust(inp)
     mounts = [
         *model_mounts(inp.model_cache),
         {"name": TMP_VOLUME, "mountPath": TMP_DIR},
         token_mount(),
+        *trust.mounts,
     ]
-    volumes = [*scratch_volumes(inp.model_cache), token_volume(verifier_secret_name(inp.owner))]
+    volumes = [
+        *scratch_volumes(inp.model_cache),
+        token_volume(verifier_secret_name(inp.owner)),
+        *trust.volumes,
+    ]
     if spec.profiling.prompts_config_map:
         args += ["--prompts", f"{PROMPTS_DIR}/{PROMPTS_KEY}"]
         mounts.append({"name": PROMPTS_VOLUME, "mountPath": PROMPTS_DIR, "readOnly": True})
@@ -107,8 +114,12 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
         "args": args,
         "env": [
             {"name": "HOME", "value": TMP_DIR},
-            {"name": "EDGESPEC_EDGE_VERIFIER_URL", "value": verifier_url(inp.owner, spec.verifier.port)},
+            {
+                "name": "EDGESPEC_EDGE_VERIFIER_URL",
+                "value": verifier_url(inp.owner, spec.verifier.port, inp.verifier_tls),
+            },
             {"name": "EDGESPEC_EDGE_VERIFIER_TOKEN_FILE", "value": TOKEN_FILE},
+            *trust.env,
             threads_env("EDGESPEC_EDGE_N_THREADS", CONTAINER, device_class.threads),
             {"name": "EDGESPEC_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         ],

@@ -6,6 +6,10 @@ Engine ``llamacpp`` runs the CPU image with the target GGUF fetched by an init c
 the bearer token is mounted from the Secret as a file (the verifier re-reads it, so a rotation needs
 no restart), ``/readyz`` gates traffic until the model is loaded, and ``/metrics`` is served on the
 ``http`` port.
+
+With ``spec.verifier.tls`` the verifier serves HTTPS with the certificate and key of the user's Secret
+(mounted here only, in the cloud), and the Secret's ``ca.crt`` is copied into a ConfigMap of its own
+for the edge pods (:func:`build_verifier_ca_config_map`).
 """
 
 from __future__ import annotations
@@ -13,11 +17,20 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from edgespec.builders.inputs import VerifierInput
-from edgespec.builders.naming import object_meta, selector_labels, verifier_name, verifier_secret_name
+from edgespec.builders.inputs import DeploymentInput, VerifierInput
+from edgespec.builders.naming import (
+    object_meta,
+    selector_labels,
+    verifier_ca_name,
+    verifier_name,
+    verifier_secret_name,
+)
 from edgespec.builders.podspec import (
+    CA_KEY,
     MODELS_DIR,
     MODELS_VOLUME,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
     TMP_DIR,
     TMP_VOLUME,
     TOKEN_FILE,
@@ -32,6 +45,8 @@ from edgespec.builders.podspec import (
     resources,
     scratch_volumes,
     threads_env,
+    tls_mount,
+    tls_volume,
     token_mount,
     token_volume,
     tolerations,
@@ -53,6 +68,22 @@ def build_verifier_secret(inp: VerifierInput) -> dict[str, Any]:
         "type": "Opaque",
         # data, not stringData: server-side apply then compares like with like, so re-applying is a no-op
         "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def build_verifier_ca_config_map(inp: DeploymentInput) -> dict[str, Any] | None:
+    """The CA edge pods verify the verifier against: ``ca.crt`` of the TLS Secret, and nothing else.
+
+    None without TLS, or while the handler could not read the CA (the edge pods then wait for the
+    ConfigMap rather than start without it).
+    """
+    if not inp.verifier_tls or inp.verifier_ca is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(inp.owner, verifier_ca_name(inp.owner), "verifier"),
+        "data": {CA_KEY: inp.verifier_ca},
     }
 
 
@@ -84,6 +115,8 @@ def _container(inp: VerifierInput) -> dict[str, Any]:
         "--token-file",
         TOKEN_FILE,
     ]
+    if inp.verifier_tls:
+        args += ["--tls-cert-file", TLS_CERT_FILE, "--tls-key-file", TLS_KEY_FILE]
     env: list[dict[str, Any]] = [
         # read-only root: every cache (Hugging Face, vLLM, torch compile) goes under the models volume
         {"name": "HOME", "value": TMP_DIR},
@@ -95,6 +128,8 @@ def _container(inp: VerifierInput) -> dict[str, Any]:
         {"name": TMP_VOLUME, "mountPath": TMP_DIR},
         token_mount(),
     ]
+    if inp.verifier_tls:
+        mounts.append(tls_mount())
     gpus: dict[str, int | str] = {}
     if verifier.engine == "vllm":
         if verifier.vllm_args:
@@ -116,7 +151,7 @@ def _container(inp: VerifierInput) -> dict[str, Any]:
         "resources": resources(verifier.resources, gpus),
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
-        **http_probes(),
+        **http_probes(tls=inp.verifier_tls),
     }
 
 
@@ -127,6 +162,8 @@ def build_verifier_deployment(inp: VerifierInput) -> dict[str, Any]:
     meta = object_meta(inp.owner, name, "verifier")
     cache = inp.model_cache if verifier.engine == "llamacpp" else None  # vLLM loads models itself
     volumes = [*scratch_volumes(cache), token_volume(verifier_secret_name(inp.owner))]
+    if verifier.tls is not None:
+        volumes.append(tls_volume(verifier.tls.secret_name))
     init_containers: list[dict[str, Any]] = []
     if verifier.engine == "vllm":
         # vLLM's workers share tensors through /dev/shm, which is 64 MiB by default in a container
@@ -152,7 +189,10 @@ def build_verifier_deployment(inp: VerifierInput) -> dict[str, Any]:
             "replicas": verifier.replicas,
             "selector": {"matchLabels": selector_labels(inp.owner, "verifier")},
             "template": {
-                "metadata": {"labels": meta["labels"], "annotations": prometheus_annotations(verifier.port)},
+                "metadata": {
+                    "labels": meta["labels"],
+                    "annotations": prometheus_annotations(verifier.port, inp.verifier_tls),
+                },
                 "spec": pod_spec,
             },
         },
@@ -175,5 +215,11 @@ def build_verifier_service(inp: VerifierInput) -> dict[str, Any]:
 
 
 def build_verifier(inp: VerifierInput) -> list[dict[str, Any]]:
-    """Secret, Deployment and Service, in the order to apply them."""
-    return [build_verifier_secret(inp), build_verifier_deployment(inp), build_verifier_service(inp)]
+    """Secret, CA ConfigMap (with TLS), Deployment and Service, in the order to apply them."""
+    ca = build_verifier_ca_config_map(inp)
+    return [
+        build_verifier_secret(inp),
+        *([ca] if ca is not None else []),
+        build_verifier_deployment(inp),
+        build_verifier_service(inp),
+    ]

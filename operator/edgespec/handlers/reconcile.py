@@ -36,7 +36,7 @@ from edgespec.builders.naming import (
     verifier_secret_name,
     verifier_url,
 )
-from edgespec.builders.podspec import TOKEN_KEY
+from edgespec.builders.podspec import CA_KEY, TOKEN_KEY
 from edgespec.builders.profiling import CONTAINER as PROFILER_CONTAINER
 from edgespec.handlers.cache import Cache, Identity, Key
 from edgespec.handlers.kube import (
@@ -253,7 +253,7 @@ class Reconciler:
             },
             live_samples=self._live_samples(key, spec),
             stuck_pods=await self._stuck_pods(owner, [verifier, *drafts.values()]),
-            verifier_endpoint=verifier_url(owner, spec.verifier.port),
+            verifier_endpoint=verifier_url(owner, spec.verifier.port, spec.verifier.tls is not None),
         )
         rejections, retry_in_s = await self._apply_children(body, spec, plan)
         status, apply_events = with_apply_outcome(
@@ -313,6 +313,7 @@ class Reconciler:
             self.client, owner.namespace, verifier_secret_name(owner), TOKEN_KEY
         )
         token = self.tokens[key] = token or secrets.token_urlsafe(32)
+        verifier_ca = await self._verifier_ca(key, spec)
         children = desired_children(
             spec=spec,
             owner=owner,
@@ -322,6 +323,7 @@ class Reconciler:
             profiling_jobs=plan.profiling_jobs,
             telemetry=self.telemetry,
             model_cache=self.model_cache,
+            verifier_ca=verifier_ca,
         )
         uid, applied = self._applied.get(key, (owner.uid, {}))
         if uid != owner.uid:  # a new object under an old name: nothing of the old one counts
@@ -382,6 +384,26 @@ class Reconciler:
         return [r.rejection for r in rejected.values()], (
             max(retry_in_s, 0.0) + 0.1 if retry_in_s is not None else None
         )
+
+    async def _verifier_ca(self, key: Key, spec: SpeculativeDeploymentSpec) -> str | None:
+        """``ca.crt`` of spec.verifier.tls's Secret, read on every reconcile (so a new CA is copied on).
+
+        Missing (cert-manager has not issued the certificate yet, say): the edge pods wait for the CA
+        ConfigMap, and the deployment is looked at again in 15 s.
+        """
+        if spec.verifier.tls is None:
+            return None
+        name = spec.verifier.tls.secret_name
+        ca = await read_secret_value(self.client, key[0], name, CA_KEY)
+        if ca is None:
+            log.warning(
+                "%s/%s: spec.verifier.tls: Secret %s has no %s yet; edge pods wait for it",
+                *key,
+                name,
+                CA_KEY,
+            )
+            self.requeue(key, 15.0)
+        return ca
 
     async def _prune(self, owner: Owner, spec: SpeculativeDeploymentSpec, desired: set[Identity]) -> None:
         """Delete the children of this owner (by uid, as the watches saw them) no longer desired.
