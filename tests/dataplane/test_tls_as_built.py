@@ -187,7 +187,7 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster(
+def as_built(
     tmp_path_factory: pytest.TempPathFactory, target_file: Path, draft_file: Path
 ) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("as-built")
@@ -257,17 +257,17 @@ def cluster(
 
 
 def start_draft_server(
-    cluster: dict[str, Any], objects: dict[tuple[str, str], dict[str, Any]]
+    as_built: dict[str, Any], objects: dict[tuple[str, str], dict[str, Any]]
 ) -> tuple[str, Any]:
-    daemon_set = next(o for o in cluster["built"] if o["kind"] == "DaemonSet")
+    daemon_set = next(o for o in as_built["built"] if o["kind"] == "DaemonSet")
     pod = daemon_set["spec"]["template"]["spec"]
     port = free_port()
-    kubelet = Kubelet(cluster["root"] / f"edge-{port}", objects, cluster["kubelet"].models)
+    kubelet = Kubelet(as_built["root"] / f"edge-{port}", objects, as_built["kubelet"].models)
     (main,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in main["env"]}
-    assert env["EDGESPEC_EDGE_VERIFIER_URL"] == cluster["url"]  # the builder's URL, unchanged
+    assert env["EDGESPEC_EDGE_VERIFIER_URL"] == as_built["url"]  # the builder's URL, unchanged
     process = kubelet.run(pod, main, {"EDGESPEC_EDGE_HOST": "127.0.0.1", "EDGESPEC_EDGE_PORT": str(port)})
-    cluster["processes"].append(process)
+    as_built["processes"].append(process)
     base = f"http://127.0.0.1:{port}"
     wait_for(
         "the draft server's /healthz",
@@ -278,18 +278,18 @@ def start_draft_server(
     return base, process
 
 
-def test_a_draft_server_as_built_completes_through_the_https_verifier(cluster: dict[str, Any]) -> None:
-    base, _ = start_draft_server(cluster, cluster["objects"])
+def test_a_draft_server_as_built_completes_through_the_https_verifier(as_built: dict[str, Any]) -> None:
+    base, _ = start_draft_server(as_built, as_built["objects"])
     status, body = post(f"{base}/v1/completions", {"prompt": "The capital of France is", "max_tokens": 6})
     assert status == 200, body
     assert body["usage"]["completion_tokens"] == 6
     assert get(f"{base}/readyz")[0] == 200
 
 
-def test_a_draft_server_as_built_refuses_a_verifier_its_ca_did_not_sign(cluster: dict[str, Any]) -> None:
-    rogue = cluster["rogue_ca"]
-    objects = {**cluster["objects"], (rogue["kind"], rogue["metadata"]["name"]): rogue}
-    base, _ = start_draft_server(cluster, objects)
+def test_a_draft_server_as_built_refuses_a_verifier_its_ca_did_not_sign(as_built: dict[str, Any]) -> None:
+    rogue = as_built["rogue_ca"]
+    objects = {**as_built["objects"], (rogue["kind"], rogue["metadata"]["name"]): rogue}
+    base, _ = start_draft_server(as_built, objects)
     status, body = post(f"{base}/v1/completions", {"prompt": "The capital of France is", "max_tokens": 6})
     assert status == 502, body
     assert body["error"]["code"] == "verifier_tls"
@@ -298,7 +298,7 @@ def test_a_draft_server_as_built_refuses_a_verifier_its_ca_did_not_sign(cluster:
 
 
 async def test_the_profilers_wait_trusts_the_ca_and_refuses_another(
-    cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    as_built: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = socket.getaddrinfo
 
@@ -306,7 +306,7 @@ async def test_the_profilers_wait_trusts_the_ca_and_refuses_another(
         return real("127.0.0.1" if isinstance(host, str) and host.endswith(".svc") else host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", loopback)
-    await wait_for_verifier(cluster["url"], timeout_s=30, ca_file=cluster["pki"])
-    rogue = cluster["root"] / "rogue-ca.crt"
+    await wait_for_verifier(as_built["url"], timeout_s=30, ca_file=as_built["pki"])
+    rogue = as_built["root"] / "rogue-ca.crt"
     with pytest.raises(SystemExit, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-        await wait_for_verifier(cluster["url"], timeout_s=0.5, poll_s=0.1, ca_file=rogue)
+        await wait_for_verifier(as_built["url"], timeout_s=0.5, poll_s=0.1, ca_file=rogue)
