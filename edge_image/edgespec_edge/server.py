@@ -745,9 +745,7 @@ def create_app(
             loaded.close()
 
     app.cleanup_ctx.append(resources)
-    app.cleanup_ctx.append(
-        telemetry_context(app[METRICS].tally, TelemetrySettings(), settings.verifier_token_value())
-    )
+    app.cleanup_ctx.append(telemetry_context(app[METRICS].tally, TelemetrySettings()))
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)

@@ -2,10 +2,11 @@
 
 Every round the loop finishes is counted per K (rounds, drafted, accepted, verify seconds). A
 background task posts the counts gathered since the last accepted report to the operator's
-``/v1/telemetry`` every ``EDGESPEC_EDGE_TELEMETRY_INTERVAL_S`` seconds, with the verifier token the
-server already holds. Counts a report could not deliver (the operator unreachable or restarting) are
-kept for the next one; counts the operator refused (a 4xx) are dropped with a log line,
-since resending them cannot help. Nothing here can slow or fail a user's request.
+``/v1/telemetry`` every ``EDGESPEC_EDGE_TELEMETRY_INTERVAL_S`` seconds, with the pod's projected
+ServiceAccount token (``EDGESPEC_EDGE_TELEMETRY_TOKEN_FILE``) as bearer token. The kubelet rotates
+that file, so it is read again for every report. Counts a report could not deliver (the operator
+unreachable or restarting) are kept for the next one; counts the operator refused (a 4xx) are
+dropped with a log line, since resending them cannot help. Nothing here can slow or fail a user's request.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ class TelemetrySettings(BaseSettings):
     quantization: str = ""
     node_name: str = ""
     ca_file: str | None = Field(default=None, description="CA bundle for an https telemetry URL.")
+    telemetry_token_file: str | None = Field(
+        default=None, description="The pod's projected token for the operator (re-read per report)."
+    )
+
+    def token(self) -> str | None:
+        """The current token (the file rotates), or None without a file or when it cannot be read."""
+        if not self.telemetry_token_file:
+            return None
+        try:
+            with open(self.telemetry_token_file, encoding="utf-8") as file:
+                return file.read().strip() or None
+        except OSError as exc:
+            log.warning("cannot read the telemetry token: %s", exc)
+            return None
 
     @property
     def enabled(self) -> bool:
@@ -101,9 +116,7 @@ class RoundTally:
             tally.round_trip_s += c.verify_seconds
 
 
-async def push_once(
-    session: aiohttp.ClientSession, settings: TelemetrySettings, tally: RoundTally, token: str | None
-) -> bool:
+async def push_once(session: aiohttp.ClientSession, settings: TelemetrySettings, tally: RoundTally) -> bool:
     """Post the tally; True when the operator took it (or there was nothing to send)."""
     counts = tally.take()
     if not counts:
@@ -117,6 +130,7 @@ async def push_once(
         quantization=settings.quantization,
         counts=counts,
     )
+    token = settings.token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with session.post(
@@ -125,7 +139,7 @@ async def push_once(
             if response.status == 202:
                 return True
             text = (await response.text())[:300]
-            if response.status >= 500:  # 503 included: the operator has not read the token yet
+            if response.status >= 500:  # 503 included: the operator cannot review tokens right now
                 tally.give_back(counts)
                 log.info("operator not ready for telemetry (%d): %s", response.status, text)
             else:
@@ -138,7 +152,7 @@ async def push_once(
 
 
 def telemetry_context(
-    tally: RoundTally, settings: TelemetrySettings, token: str | None
+    tally: RoundTally, settings: TelemetrySettings
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp ``cleanup_ctx`` running the push loop for the app's life (a no-op when disabled)."""
 
@@ -154,7 +168,7 @@ def telemetry_context(
             async def loop() -> None:
                 while True:
                     await asyncio.sleep(settings.telemetry_interval_s)
-                    await push_once(session, settings, tally, token)
+                    await push_once(session, settings, tally)
 
             task = asyncio.create_task(loop())
             log.info(
@@ -166,6 +180,6 @@ def telemetry_context(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await push_once(session, settings, tally, token)  # the last counts, at shutdown
+            await push_once(session, settings, tally)  # the last counts, at shutdown
 
     return context

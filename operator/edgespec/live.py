@@ -1,11 +1,12 @@
 """The live-telemetry wire format: what a draft server reports to the operator, and how often.
 
 Every draft server pushes one ``TelemetryReport`` per interval to the operator's ``POST
-/v1/telemetry`` with the deployment's verifier token as bearer token (the one it already holds to
-verify). A report carries counts since the server's previous accepted report, per K it ran at, so
-reports add up: a lost report loses its counts, never doubles them. The operator pools the reports of
-a class until they cover ``spec.adaptation.minRounds`` verify rounds and folds them into the class's
-live profile (``edgespec.adaptation``). Pure pydantic: no I/O.
+/v1/telemetry`` with its pod's projected ServiceAccount token (audience ``TELEMETRY_AUDIENCE``) as
+bearer token; the operator checks it with TokenReview (``edgespec.handlers.identity``). A report
+carries counts since the server's previous accepted report, per K it ran at, so reports add up: a
+lost report loses its counts, never doubles them. The operator pools the reports of a class until
+they cover ``spec.adaptation.minRounds`` verify rounds and folds them into the class's live profile
+(``edgespec.adaptation``). Pure pydantic: no I/O.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TELEMETRY_PATH = "/v1/telemetry"
 TELEMETRY_VERSION = 1
+TELEMETRY_AUDIENCE = "edgespec.dev/telemetry"
+"""Audience of the draft pods' projected tokens: good for the operator's TokenReview, not the API server."""
+TELEMETRY_TOKEN_SECONDS = 600
+"""Their lifetime (the API server's minimum); the kubelet rotates the file at 80% of it."""
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 

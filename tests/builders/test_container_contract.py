@@ -40,6 +40,7 @@ from edgespec.builders import (
     build_profiling_job,
     build_verifier,
 )
+from edgespec.live import TELEMETRY_AUDIENCE
 from edgespec.status import parse_quantity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -384,6 +385,7 @@ def check_identity(
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "verifier", url
     assert edge.verifier_token_file is not None, f"{item.where}: no verifier token"
     if command == "serve":
+        check_telemetry_token(item)
         return
     pod = pod_spec(item.manifest)
     assert pod is not None
@@ -438,3 +440,23 @@ def check_tls(item: Parsed, tls: bool, config_maps: dict[str, dict[str, Any]]) -
     assert "configMap" in volume, f"{item.where}: the CA must come from the operator's ConfigMap: {volume}"
     key = volume["configMap"]["items"][0]["key"]
     assert config_maps[volume["configMap"]["name"]]["data"][key] == CA_PEM, item.where
+
+
+def check_telemetry_token(item: Parsed) -> None:
+    """A reporting draft server reads its pod's own projected token, for the operator's audience only."""
+    telemetry = item.invocation.settings[1]
+    assert telemetry.enabled, f"{item.where}: the draft server does not report telemetry"
+    path = telemetry.telemetry_token_file
+    assert path is not None, f"{item.where}: telemetry without a token file"
+    pod = pod_spec(item.manifest)
+    mount = mount_for(item.container, path)
+    assert pod is not None and mount is not None and mount.get("readOnly"), (
+        f"{item.where}: {path} not mounted"
+    )
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    (source,) = volume["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert token["audience"] == TELEMETRY_AUDIENCE, f"{item.where}: a token the API server would accept"
+    assert 600 <= token["expirationSeconds"] <= 3600, f"{item.where}: not short-lived"
+    assert path == f"{mount['mountPath']}/{token['path']}", item.where
+    assert pod["automountServiceAccountToken"] is False, f"{item.where}: the API token is mounted too"

@@ -86,8 +86,14 @@ def test_the_operator_may_do_its_job_where_it_is_allowed_to(
     cluster: Cluster, installed: tuple[str, str]
 ) -> None:
     mode, operator = installed
-    for verb, resource in [("patch", "edgeprofiles"), ("create", "edgeprofiles"), ("watch", "nodes")]:
+    for verb, resource in [
+        ("patch", "edgeprofiles"),
+        ("create", "edgeprofiles"),
+        ("watch", "nodes"),
+        ("create", "tokenreviews.authentication.k8s.io"),  # the draft pods' telemetry tokens
+    ]:
         assert can_i(cluster, operator, verb, resource), f"the operator may not {verb} {resource}"
+    assert can_i(cluster, operator, "get", "pods", TENANT)  # the pod a telemetry token names
     children = ["deployments.apps", "daemonsets.apps", "jobs.batch", "configmaps", "services", "secrets"]
     for resource in children:
         for verb in ("create", "patch", "delete", "watch"):

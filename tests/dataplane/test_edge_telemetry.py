@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from edgespec.handlers.cache import Cache
 from edgespec.handlers.http import make_app
+from edgespec.handlers.identity import PodIdentity, draft_pod_identity
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec_edge.config import EdgeSettings
 from edgespec_edge.llama_kv import LlamaRuntime
@@ -41,9 +42,16 @@ def _counter(metrics: str, name: str, k: int) -> float:
 
 
 async def test_rounds_reach_the_operator_once_it_listens(
-    monkeypatch: pytest.MonkeyPatch, verifier: TestServer, draft_runtime: LlamaRuntime
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, verifier: TestServer, draft_runtime: LlamaRuntime
 ) -> None:
     port = _free_port()
+    token_file = tmp_path / "token"  # the pod's projected telemetry token
+    token_file.write_text("pod-token\n")
+    pod = draft_pod_identity(*KEY, "rpi5", node="edge-rpi5-0", pod="assistant-draft-rpi5-x")
+
+    async def review(token: str) -> PodIdentity | None:
+        return pod if token == "pod-token" else None
+
     for name, value in {
         "TELEMETRY_URL": f"http://127.0.0.1:{port}/v1/telemetry",
         "TELEMETRY_INTERVAL_S": "0.2",
@@ -53,6 +61,7 @@ async def test_rounds_reach_the_operator_once_it_listens(
         "DRAFT_NAME": "gemma-17l",
         "QUANTIZATION": "Q4_K_M",
         "NODE_NAME": "edge-rpi5-0",
+        "TELEMETRY_TOKEN_FILE": str(token_file),
     }.items():
         monkeypatch.setenv(f"EDGESPEC_EDGE_{name}", value)
     settings = EdgeSettings(k=3, verifier_token=TOKEN)  # a pod reads it from the mounted Secret
@@ -77,7 +86,7 @@ async def test_rounds_reach_the_operator_once_it_listens(
         assert rounds > 0
         await asyncio.sleep(0.6)  # a few pushes into a refused connection
 
-        operator = web.AppRunner(make_app(cache, queue, {KEY: TOKEN}))
+        operator = web.AppRunner(make_app(cache, queue, review))
         await operator.setup()
         await web.TCPSite(operator, "127.0.0.1", port).start()
         pool = await _wait_for_pool(cache, rounds)

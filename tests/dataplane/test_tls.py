@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from edgespec.handlers.cache import Cache
 from edgespec.handlers.http import make_app, serve
+from edgespec.handlers.identity import PodIdentity, draft_pod_identity
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec.tls import server_context
 from edgespec_edge.config import EdgeSettings
@@ -121,16 +122,22 @@ async def test_verifier_refuses_plain_http_when_serving_https(https_verifier: Te
 
 
 async def test_telemetry_reaches_an_https_operator_endpoint(
-    pki: dict[str, Path], unused_tcp_port: int
+    pki: dict[str, Path], unused_tcp_port: int, tmp_path: Path
 ) -> None:
     key = ("shop", "assistant")
+    (tmp_path / "token").write_text(TOKEN)
+    pod = draft_pod_identity(*key, "rpi5", node="edge-rpi5-0", pod="assistant-draft-rpi5-x")
+
+    async def review(token: str) -> PodIdentity | None:
+        return pod if token == TOKEN else None
+
     cache, queue = Cache(), WorkQueue()
     cache.deployments[key] = {
         "metadata": {"namespace": key[0], "name": key[1]},
         "spec": {"deviceClasses": [{"name": "rpi5"}], "adaptation": {"minRounds": 1}},
     }
     runner = await serve(
-        make_app(cache, queue, {key: TOKEN}),
+        make_app(cache, queue, review),
         "127.0.0.1",
         unused_tcp_port,
         server_context(pki["cert"], pki["key"]),
@@ -146,8 +153,9 @@ async def test_telemetry_reaches_an_https_operator_endpoint(
         draft_name="gemma-17l",
         quantization="Q4_K_M",
         ca_file=str(pki["ca"]),
+        telemetry_token_file=str(tmp_path / "token"),
     )
-    context = telemetry_context(tally, settings, TOKEN)(web.Application())
+    context = telemetry_context(tally, settings)(web.Application())
     try:
         await context.__anext__()
         for _ in range(200):

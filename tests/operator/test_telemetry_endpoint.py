@@ -1,4 +1,8 @@
-"""The telemetry endpoint trusts nothing it has not checked: the token first, then the values."""
+"""The telemetry endpoint trusts nothing it has not checked: the pod's token first, then the values.
+
+The TokenReview itself is stood in for here (tokens map to reviewed pod identities); the real review
+against the API server is ``tests/cluster/test_telemetry_identity.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,22 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from edgespec.handlers.cache import Cache
 from edgespec.handlers.http import make_app
+from edgespec.handlers.identity import PodIdentity, draft_pod_identity
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec.live import TELEMETRY_PATH
 
 A, B = ("team-a", "chat"), ("team-b", "chat")
-TOKENS = {A: "token-a", B: "token-b"}
+PODS: dict[str, PodIdentity] = {
+    "token-a": draft_pod_identity(*A, "rpi5", node="pi-1", pod="chat-draft-rpi5-abcde"),
+    "token-a-jetson": draft_pod_identity(*A, "jetson", node="orin-1", pod="chat-draft-jetson-abcde"),
+    "token-b": draft_pod_identity(*B, "rpi5", node="pi-9", pod="chat-draft-rpi5-fghij"),
+    # reviewed, in A's namespace, but controlled by no draft DaemonSet of ours
+    "token-stranger": PodIdentity(A[0], "curl", "pi-1", {}, ("ReplicaSet", "curl-123")),
+}
+
+
+async def _review(token: str) -> PodIdentity | None:
+    return PODS.get(token)
 
 
 def _body(namespace: str, name: str) -> dict[str, Any]:
@@ -44,9 +59,9 @@ def _report(key: tuple[str, str] = A, **counts: Any) -> dict[str, Any]:
 @pytest.fixture
 async def client() -> AsyncIterator[tuple[TestClient[Any, Any], Cache]]:
     cache = Cache()
-    for key in TOKENS:
+    for key in (A, B):
         cache.deployments[key] = _body(*key)
-    test = TestClient(TestServer(make_app(cache, WorkQueue(), TOKENS)))
+    test = TestClient(TestServer(make_app(cache, WorkQueue(), _review)))
     await test.start_server()
     try:
         yield test, cache
@@ -68,12 +83,20 @@ async def test_no_token_is_refused_before_anything_is_revealed(client: Any) -> N
     assert (await _post(test, "not even a report", token=None))[0] == 401
 
 
-async def test_a_token_reports_only_for_its_own_deployment(client: Any) -> None:
+async def test_a_pod_reports_only_for_its_own_deployment_class_and_node(client: Any) -> None:
     test, cache = client
     status, text = await _post(test, _report(B), token="token-a")
-    assert status == 403 and "another deployment" in text
-    assert (B[0], B[1], "rpi5") not in cache.live
-    assert (await _post(test, _report(A)))[0] == 202
+    assert status == 403 and "reports only for team-a/chat class rpi5" in text
+    status, text = await _post(test, _report(A), token="token-a-jetson")  # A's jetson pod, class rpi5
+    assert status == 403 and "class jetson" in text
+    status, text = await _post(test, {**_report(A), "node": "pi-2"}, token="token-a")
+    assert status == 403 and "runs on node pi-1" in text
+    status, text = await _post(test, _report(A), token="token-stranger")
+    assert status == 403 and "no draft server" in text
+    assert not cache.live
+    assert (await _post(test, {**_report(A), "node": "pi-1"}))[0] == 202
+    assert (await _post(test, _report(B), token="token-b"))[0] == 202
+    assert set(cache.live) == {(*A, "rpi5"), (*B, "rpi5")}
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,8 @@ cluster-scoped child and grants nothing to anyone (profilers run with no API rig
   resources: [services, configmaps, secrets]
   verbs: [get, list, watch, create, patch, delete]
 # A profiling Job's result is its pod's termination message; pods that cannot start (an init
-# container failing to fetch a model) are named in the Ready condition. Read only.
+# container failing to fetch a model) are named in the Ready condition; a telemetry token's pod is
+# read to check it is a draft server of the class it reports for. Read only.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
@@ -126,6 +127,11 @@ cluster-scoped child and grants nothing to anyone (profilers run with no API rig
 - apiGroups: [edgespec.dev]
   resources: [edgeprofiles]
   verbs: [get, list, watch, create, patch]
+# Check a draft pod's projected telemetry token (POST /v1/telemetry): TokenReview says which pod
+# and node it was issued for. Grants nothing; it only asks the API server who a token is.
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
 # kopf resolves the resources it serves from the CRDs at start-up (read only).
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

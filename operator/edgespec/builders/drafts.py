@@ -32,6 +32,7 @@ from edgespec.builders.naming import (
 from edgespec.builders.podspec import (
     EDGE_COMMAND,
     MODELS_DIR,
+    TELEMETRY_TOKEN_FILE,
     TMP_DIR,
     TMP_VOLUME,
     TOKEN_FILE,
@@ -43,6 +44,8 @@ from edgespec.builders.podspec import (
     prometheus_annotations,
     resources,
     scratch_volumes,
+    telemetry_token_mount,
+    telemetry_token_volume,
     threads_env,
     token_mount,
     token_volume,
@@ -113,6 +116,7 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
             {"name": "EDGESPEC_EDGE_DRAFT_NAME", "value": inp.draft_model},
             {"name": "EDGESPEC_EDGE_QUANTIZATION", "value": inp.quantization},
             {"name": "EDGESPEC_EDGE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "EDGESPEC_EDGE_TELEMETRY_TOKEN_FILE", "value": TELEMETRY_TOKEN_FILE},
         ]
     return {
         "name": CONTAINER,
@@ -129,6 +133,7 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             token_mount(),
             *verifier_trust(inp).mounts,
+            *([telemetry_token_mount()] if inp.telemetry is not None else []),
         ],
         "securityContext": container_security_context(),
         **http_probes(),
@@ -161,7 +166,8 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
                     "annotations": {**prometheus_annotations(EDGE_PORT), **trust.annotations},
                 },
                 "spec": {
-                    "automountServiceAccountToken": False,  # drafts never talk to the API server
+                    # Drafts never talk to the API server; their telemetry token is projected apart.
+                    "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
                     "nodeSelector": dict(device_class.node_selector),
                     "tolerations": tolerations(device_class.tolerations),
@@ -175,6 +181,7 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
                         },
                         token_volume(verifier_secret_name(inp.owner)),
                         *trust.volumes,
+                        *([telemetry_token_volume()] if inp.telemetry is not None else []),
                     ],
                     "terminationGracePeriodSeconds": 30,
                 },

@@ -18,6 +18,7 @@ from typing import Any
 from edgespec.api.deployment import ModelSource, Resources, Toleration
 from edgespec.builders.inputs import DeploymentInput, ModelCache, WorkloadImages
 from edgespec.builders.naming import verifier_ca_name
+from edgespec.live import TELEMETRY_AUDIENCE, TELEMETRY_TOKEN_SECONDS
 
 RUN_AS_USER = 65532
 """The distroless ``nonroot`` uid; the images own nothing they need to write at run time."""
@@ -43,6 +44,11 @@ CA_KEY = "ca.crt"
 CA_FILE = f"{CA_DIR}/{CA_KEY}"
 """The CA the edge trusts for the verifier: ``EDGESPEC_EDGE_CA_FILE`` of draft servers and profilers."""
 
+TELEMETRY_TOKEN_DIR = "/var/run/edgespec/telemetry"
+TELEMETRY_TOKEN_FILE = f"{TELEMETRY_TOKEN_DIR}/token"
+"""The draft pod's projected ServiceAccount token for the operator's telemetry endpoint (rotated by
+the kubelet; the edge re-reads it for every report): ``EDGESPEC_EDGE_TELEMETRY_TOKEN_FILE``."""
+
 MODEL_CACHE_DIR = "/var/cache/edgespec/models"
 """Where the node's model cache is mounted: read-write in fetchers, read-only in servers (same path,
 as a fetched model in ``MODELS_DIR`` may be a symbolic link into it)."""
@@ -53,6 +59,7 @@ TMP_VOLUME = "tmp"
 TOKEN_VOLUME = "verifier-token"
 TLS_VOLUME = "verifier-tls"
 CA_VOLUME = "verifier-ca"
+TELEMETRY_TOKEN_VOLUME = "telemetry-token"
 MODEL_CACHE_VOLUME = "model-cache"
 
 
@@ -252,6 +259,25 @@ def verifier_trust(inp: DeploymentInput) -> VerifierTrust:
         volumes=[ca_volume(verifier_ca_name(inp.owner))],
         annotations=annotations,
     )
+
+
+def telemetry_token_volume() -> dict[str, Any]:
+    """The pod's own ServiceAccount token, for the operator's telemetry endpoint only.
+
+    Projected by the kubelet with audience ``TELEMETRY_AUDIENCE`` (the API server refuses it, so it
+    grants no API access even though the pod's ServiceAccount is the namespace's ``default``), bound
+    to the pod and its node, valid for ``TELEMETRY_TOKEN_SECONDS`` and rotated before it expires.
+    Independent of ``automountServiceAccountToken: false``, which only concerns the API token.
+    """
+    token = {"audience": TELEMETRY_AUDIENCE, "expirationSeconds": TELEMETRY_TOKEN_SECONDS, "path": "token"}
+    return {
+        "name": TELEMETRY_TOKEN_VOLUME,
+        "projected": {"defaultMode": 0o440, "sources": [{"serviceAccountToken": token}]},
+    }
+
+
+def telemetry_token_mount() -> dict[str, Any]:
+    return {"name": TELEMETRY_TOKEN_VOLUME, "mountPath": TELEMETRY_TOKEN_DIR, "readOnly": True}
 
 
 def http_probes(port_name: str = "http", tls: bool = False) -> dict[str, Any]:

@@ -1,24 +1,23 @@
 """The operator's HTTP endpoint: Prometheus ``/metrics``, ``/healthz``, and the draft servers' telemetry.
 
-``POST /v1/telemetry`` takes a ``TelemetryReport`` with the deployment's verifier token as bearer
-token. The report's counts join the class's pool; once the pool covers ``spec.adaptation.minRounds``
-verify rounds the deployment is queued, and its reconcile folds the pool into the live profile.
-The bearer token is checked first: 401 for a missing or unknown token (503 while some deployment's
-token is not read yet, right after a start), before the body is even parsed. Then: 400 malformed
-JSON, 422 invalid report (naming the field; non-finite or physically impossible values included),
-403 a report for another deployment than the token's, 404 a class the deployment does not have,
-409 counts for a draft the class is not running (so each class pools at most 64 K values), 202
-pooled. A token is per deployment, so one holder can still report for any class of its own
-deployment; per-pod identity (projected ServiceAccount tokens and TokenReview) is not built yet.
+``POST /v1/telemetry`` takes a ``TelemetryReport`` with the reporting draft pod's projected
+ServiceAccount token as bearer token. The report's counts join the class's pool; once the pool
+covers ``spec.adaptation.minRounds`` verify rounds the deployment is queued, and its reconcile folds
+the pool into the live profile. The token is checked first (``edgespec.handlers.identity``:
+TokenReview, then the pod it names): 401 for a missing, forged, expired or foreign token, before the
+body is even parsed (503 when the API server cannot review it right now). Then: 400 malformed JSON,
+422 invalid report (naming the field; non-finite or physically impossible values included), 403 a
+report for anything but the pod's own deployment, device class and node (a pod that is no draft
+server of ours included), 409 counts for a draft the class is not running (so each class pools at
+most 64 K values), 202 pooled.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +26,8 @@ from pydantic import ValidationError
 
 from edgespec.adaptation import Pool
 from edgespec.api.deployment import AdaptationSpec
-from edgespec.handlers.cache import Cache, Key
+from edgespec.handlers.cache import Cache
+from edgespec.handlers.identity import PodIdentity, ReviewUnavailable, reporter_of
 from edgespec.handlers.metrics import DEPLOYMENTS, NODES, REGISTRY, TELEMETRY_REPORTS, WORKQUEUE_DEPTH
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec.live import TELEMETRY_PATH, TelemetryReport
@@ -49,8 +49,17 @@ def _error(status: int, message: str, result: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def make_app(cache: Cache, queue: WorkQueue, tokens: Mapping[Key, str]) -> web.Application:
-    """The aiohttp application; ``tokens`` holds each deployment's verifier token once known."""
+Authenticate = Callable[[str], Awaitable[PodIdentity | None]]
+"""Bearer token -> the pod it proves, or None (``TokenReviewer`` in the operator, a fake in tests)."""
+
+
+def _bearer(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def make_app(cache: Cache, queue: WorkQueue, authenticate: Authenticate) -> web.Application:
+    """The aiohttp application; ``authenticate`` turns a draft pod's bearer token into its identity."""
 
     async def metrics(_: web.Request) -> web.Response:
         WORKQUEUE_DEPTH.set(queue.depth)
@@ -61,24 +70,19 @@ def make_app(cache: Cache, queue: WorkQueue, tokens: Mapping[Key, str]) -> web.A
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    def holder(authorization: str) -> Key | None:
-        """The deployment whose token this is; every token compared in constant time."""
-        given = authorization.encode()
-        found = None
-        for key, token in list(tokens.items()):
-            if hmac.compare_digest(given, f"Bearer {token}".encode()):
-                found = key
-        return found
-
     async def telemetry(request: web.Request) -> web.Response:
         # Authentication before anything else: an unknown caller learns nothing, not even whether
         # a deployment or class exists (answers used to be 404 before the token was checked).
-        key = holder(request.headers.get("Authorization", ""))
-        if key is None:
-            if any(k not in tokens for k in list(cache.deployments)):
-                return _error(503, "the operator has not read every deployment's token yet; retry", "unknown")
+        try:
+            pod = await authenticate(_bearer(request.headers.get("Authorization", "")))
+        except ReviewUnavailable as exc:
+            log.warning("telemetry: %s", exc)
+            return _error(503, "the operator cannot review tokens right now; retry", "unknown")
+        if pod is None:
             return _error(
-                401, "missing or wrong bearer token (use the deployment's verifier token)", "unauthorized"
+                401,
+                "missing or invalid bearer token (use the pod's projected telemetry token)",
+                "unauthorized",
             )
         try:
             payload = await request.json()
@@ -90,16 +94,24 @@ def make_app(cache: Cache, queue: WorkQueue, tokens: Mapping[Key, str]) -> web.A
             first = err.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "body"
             return _error(422, f"{field}: {first['msg']}", "invalid")
-        if (report.namespace, report.deployment) != key:
-            return _error(403, "this token belongs to another deployment", "unauthorized")
-        body = cache.deployments.get(key)
-        if body is None:
-            return _error(404, f"no SpeculativeDeployment {'/'.join(key)}", "unknown")
-        spec = body.get("spec") or {}
-        if report.device_class not in {c.get("name") for c in spec.get("deviceClasses") or []}:
+        reporter = reporter_of(pod, cache.deployments)
+        if reporter is None:
             return _error(
-                404, f"deviceClass {report.device_class!r} is not a class of {'/'.join(key)}", "unknown"
+                403, f"pod {pod.namespace}/{pod.name} is no draft server of a deployment", "unauthorized"
             )
+        key = (reporter.namespace, reporter.deployment)
+        if (report.namespace, report.deployment, report.device_class) != (*key, reporter.device_class):
+            return _error(
+                403,
+                f"pod {pod.name} reports only for {'/'.join(key)} class {reporter.device_class}",
+                "unauthorized",
+            )
+        if report.node and report.node != reporter.node:
+            return _error(
+                403, f"pod {pod.name} runs on node {reporter.node}, not {report.node}", "unauthorized"
+            )
+        body = cache.deployments[key]
+        spec = body.get("spec") or {}
         running = _running(body, report.device_class)
         if running is not None and running != (report.draft_model, report.quantization):
             # Only the running draft's counts are pooled: the pool holds at most 64 K values per class.

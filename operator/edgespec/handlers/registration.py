@@ -25,6 +25,7 @@ from edgespec.api.base import GROUP, VERSION
 from edgespec.api.profile import EdgeProfileSpec
 from edgespec.handlers.cache import Cache
 from edgespec.handlers.http import make_app, serve
+from edgespec.handlers.identity import TokenReviewer
 from edgespec.handlers.kube import EdgeProfileResource
 from edgespec.handlers.metrics import API_REQUESTS
 from edgespec.handlers.reconcile import Reconciler
@@ -68,7 +69,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     namespaces = [n for n in SETTINGS.namespaces.split(",") if n]
     _TASKS.append(asyncio.create_task(watch_plain_children(client, namespaces)))
     if SETTINGS.metrics_port:
-        app = make_app(CACHE, QUEUE, reconciler.tokens)
+        app = make_app(CACHE, QUEUE, TokenReviewer(client))
         tls = server_context(SETTINGS.tls_cert_file, SETTINGS.tls_key_file)
         _RUNNERS.append(await serve(app, SETTINGS.http_host, SETTINGS.metrics_port, tls))
 
