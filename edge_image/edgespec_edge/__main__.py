@@ -48,6 +48,7 @@ def _serve_settings(args: argparse.Namespace) -> tuple[BaseSettings, ...]:
 
     # The server reads its telemetry settings itself; validated here too, so a bad env fails at once.
     options = (
+        "mode",
         "draft_model",
         "verifier_url",
         "verifier_token_file",
@@ -220,7 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the OpenAI-compatible draft server (settings: EDGESPEC_EDGE_*)")
-    serve.add_argument("--draft-model", type=Path, help="draft GGUF file")
+    serve.add_argument(
+        "--mode",
+        choices=("speculative", "cloud-only"),
+        help="speculative (default), or cloud-only: no draft model, stream the verifier's own generation",
+    )
+    serve.add_argument("--draft-model", type=Path, help="draft GGUF file (speculative mode)")
     serve.add_argument("--verifier-url", help="verifier base URL, e.g. http://verifier:8000")
     serve.add_argument("--verifier-token-file", type=Path, help="file with the verifier's bearer token")
     serve.add_argument("--k-file", type=Path, help="YAML file with 'k: N', re-read on change (ConfigMap)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr
@@ -29,7 +29,14 @@ class EdgeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EDGESPEC_EDGE_", extra="ignore")
 
-    draft_model: Path = Field(default=Path("draft.gguf"), description="Draft GGUF file.")
+    mode: Literal["speculative", "cloud-only"] = Field(
+        default="speculative",
+        description="speculative: draft here, verify in the cloud; cloud-only: no draft model, the "
+        "verifier generates every token and this server streams it (where speculation does not pay).",
+    )
+    draft_model: Path = Field(
+        default=Path("draft.gguf"), description="Draft GGUF file (unused in cloud-only mode)."
+    )
     served_model_name: str = Field(default="edgespec", description="Model name reported to clients.")
     verifier_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the verifier.")
     verifier_token_file: Path | None = Field(default=None, description="File with the verifier's token.")

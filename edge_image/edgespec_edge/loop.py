@@ -24,14 +24,19 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from edgespec.tls import client_context
 from edgespec.wire import (
+    GENERATE_PATH,
     PING_PATH,
     SESSIONS_PATH,
     VERIFY_PATH,
     ErrorBody,
+    ErrorDetail,
+    GenerateEvent,
+    GenerateRequest,
     SamplingParams,
     SparseDistribution,
     VerifyRequest,
@@ -56,11 +61,14 @@ class VerifierUnavailable(RuntimeError):
 
 
 class VerifierRejected(RuntimeError):
-    """The verifier refused the request (4xx): retrying cannot help."""
+    """The verifier refused the request (4xx): retrying cannot help.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    ``detail`` is the verifier's own error, when it sent one (a cloud-only prompt it cannot take)."""
+
+    def __init__(self, message: str, status: int = 400, detail: ErrorDetail | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail
 
 
 class QueueFull(RuntimeError):
@@ -151,6 +159,24 @@ class _Connection:
         self.writer.close()
 
 
+class _Backoff:
+    """Exponential backoff between attempts of one call, for at most ``budget_s`` from its start."""
+
+    def __init__(self, base_url: str, budget_s: float) -> None:
+        self.base_url = base_url
+        self.started = time.monotonic()
+        self.until = self.started + budget_s
+        self.delay = 0.05
+
+    async def wait(self, kind: str, cause: str) -> None:
+        """Sleep before the next attempt, or raise ``VerifierUnavailable`` when the budget is spent."""
+        if time.monotonic() + self.delay > self.until:
+            waited = time.monotonic() - self.started
+            raise VerifierUnavailable(f"verifier {self.base_url}: {cause} (retried for {waited:.1f} s)", kind)
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, 1.0)
+
+
 class VerifierClient:
     """Keep-alive HTTP/1.1 client of the verify endpoint, with bounded retries.
 
@@ -188,6 +214,8 @@ class VerifierClient:
         if token:
             headers += f"Authorization: Bearer {token}\r\n"
         self._headers = headers
+        self._authorization = f"Bearer {token}" if token else None
+        self._http: Any = None  # aiohttp.ClientSession of cloud-only streams, made on first use
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(connections)
         self._closed = False
@@ -232,10 +260,8 @@ class VerifierClient:
         or an untrusted certificate fails at once. The error names the cause.
         """
         message = self._request("POST", VERIFY_PATH, request.model_dump_json(exclude_none=True).encode())
-        started_call = time.monotonic()
-        deadline = started_call + self.timeout_s
-        retry_until = min(deadline, started_call + self.retry_budget_s)
-        delay = 0.05
+        backoff = _Backoff(self.base_url, min(self.timeout_s, self.retry_budget_s))
+        deadline = backoff.started + self.timeout_s
         while True:
             started = time.perf_counter()
             try:
@@ -265,13 +291,105 @@ class VerifierClient:
                 kind, cause = "unreachable", f"{type(exc).__name__}: {exc}"
             except ValueError as exc:  # not HTTP, or not a verdict
                 kind, cause = "server_error", f"unreadable answer: {str(exc)[:200]}"
-            if time.monotonic() + delay > retry_until:
-                waited = time.monotonic() - started_call
-                raise VerifierUnavailable(
-                    f"verifier {self.base_url}: {cause} (retried for {waited:.1f} s)", kind
+            await backoff.wait(kind, cause)
+
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateEvent, None]:
+        """Cloud-only decoding: the verifier's ``GenerateEvent`` lines, as they arrive.
+
+        Until the stream starts, failures are retried like a verify call (connection errors and 5xx,
+        within the retry budget; a 4xx at once, as ``VerifierRejected`` carrying the verifier's error).
+        Once it runs, each line must arrive within ``timeout_s``; an ``error`` line, a stall or a
+        stream cut short raises ``VerifierUnavailable``. Its own connection per stream (aiohttp's), as
+        a stream holds it for the whole generation."""
+        import aiohttp
+
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            )
+        url = f"{self.base_url}{GENERATE_PATH}"
+        headers = {"Authorization": self._authorization} if self._authorization else {}
+        payload = request.model_dump_json(exclude_none=True).encode()
+        backoff = _Backoff(self.base_url, min(self.timeout_s, self.retry_budget_s))
+        while True:
+            try:
+                response = await self._http.post(
+                    url,
+                    data=payload,
+                    headers={**headers, "Content-Type": "application/json"},
+                    ssl=self._ssl if self._ssl is not None else True,
+                )
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise VerifierUnavailable(
+                    f"verifier {self.base_url}: TLS certificate not trusted ({exc}); "
+                    "check EDGESPEC_EDGE_CA_FILE",
+                    "tls",
+                ) from None
+            except aiohttp.ClientConnectorError as exc:
+                refused = isinstance(exc.os_error, ConnectionRefusedError)
+                kind = "refused" if refused else "unreachable"
+                cause = "connection refused (is the verifier running and listening?)" if refused else str(exc)
+            except TimeoutError:
+                raise VerifierUnavailable(
+                    f"verifier {self.base_url} did not answer within {self.timeout_s:g} s "
+                    "(EDGESPEC_EDGE_VERIFY_TIMEOUT_S)",
+                    "timeout",
+                ) from None
+            except aiohttp.ClientError as exc:
+                kind, cause = "unreachable", f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status == 200:
+                    break
+                body = await response.read()
+                response.release()
+                if response.status < 500:
+                    detail = _error_detail(body)
+                    message = detail.message if detail is not None else _error_message(body)
+                    raise VerifierRejected(
+                        f"verifier {self.base_url} answered {response.status}: {message}",
+                        response.status,
+                        detail,
+                    )
+                kind = "overloaded" if response.status == 503 else "server_error"
+                cause = f"answered {response.status}: {_error_message(body)}"
+            await backoff.wait(kind, cause)
+        try:
+            while True:
+                try:
+                    line = await response.content.readline()
+                except TimeoutError:
+                    raise VerifierUnavailable(
+                        f"verifier {self.base_url} sent nothing for {self.timeout_s:g} s mid-generation",
+                        "timeout",
+                    ) from None
+                except aiohttp.ClientError as exc:
+                    raise VerifierUnavailable(
+                        f"verifier {self.base_url}: the generation stream broke ({type(exc).__name__})",
+                        "unreachable",
+                    ) from None
+                if not line:
+                    raise VerifierUnavailable(
+                        f"verifier {self.base_url}: the generation stream ended before its end", "unreachable"
+                    )
+                try:
+                    event = GenerateEvent.model_validate_json(line)
+                except ValueError as exc:
+                    raise VerifierUnavailable(
+                        f"verifier {self.base_url}: unreadable generation line: {str(exc)[:200]}",
+                        "server_error",
+                    ) from None
+                if event.error is not None:
+                    raise VerifierUnavailable(
+                        f"verifier {self.base_url} failed mid-generation: {event.error.message}",
+                        "server_error",
+                    )
+                yield event
+                if event.finish_reason is not None:
+                    return
+        finally:
+            response.close()
 
     async def probe(self, timeout_s: float = 2.0) -> str | None:
         """None when the verifier answers and accepts the token; else why not (for ``/readyz``)."""
@@ -315,11 +433,20 @@ class VerifierClient:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
             with contextlib.suppress(OSError):
                 await connection.writer.wait_closed()
+
+
+def _error_detail(body: bytes) -> ErrorDetail | None:
+    try:
+        return ErrorBody.model_validate_json(body).error
+    except ValueError:
+        return None
 
 
 def _error_message(body: bytes) -> str:
@@ -367,17 +494,13 @@ def propose(
     return drafted, (None if sampling.greedy else distributions)
 
 
-class Drafter:
-    """The draft model: a pool of KV sequences, the one thread that runs them, and admission.
+class Admission:
+    """At most ``max_concurrent`` requests generate at once; at most ``max_queue`` more wait for a slot.
 
-    At most ``max_concurrent`` requests hold a sequence; at most ``max_queue`` more wait for one. A
-    request beyond that gets ``QueueFull`` at once (the server answers 429), so waiting stays bounded.
+    A request beyond that gets ``QueueFull`` at once (the server answers 429), so waiting stays bounded.
     """
 
-    def __init__(self, runtime: LlamaRuntime, max_concurrent: int = 4, max_queue: int = 16) -> None:
-        self.runtime = runtime
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draft")
-        self._free: list[KVSequence] = []
+    def __init__(self, max_concurrent: int = 4, max_queue: int = 16) -> None:
         self._slots = asyncio.Semaphore(max_concurrent)
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
@@ -385,7 +508,7 @@ class Drafter:
         self.busy = 0
 
     @contextlib.asynccontextmanager
-    async def sequence(self) -> AsyncIterator[KVSequence]:
+    async def slot(self) -> AsyncIterator[None]:
         if self._slots.locked() and self.waiting >= self.max_queue:
             raise QueueFull(
                 f"all {self.max_concurrent} request slots are busy and {self.waiting} requests are queued"
@@ -397,6 +520,24 @@ class Drafter:
             self.waiting -= 1
         self.busy += 1
         try:
+            yield
+        finally:
+            self.busy -= 1
+            self._slots.release()
+
+
+class Drafter(Admission):
+    """The draft model: a pool of KV sequences, the one thread that runs them, and admission."""
+
+    def __init__(self, runtime: LlamaRuntime, max_concurrent: int = 4, max_queue: int = 16) -> None:
+        super().__init__(max_concurrent, max_queue)
+        self.runtime = runtime
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draft")
+        self._free: list[KVSequence] = []
+
+    @contextlib.asynccontextmanager
+    async def sequence(self) -> AsyncIterator[KVSequence]:
+        async with self.slot():
             if self._free:
                 sequence = self._free.pop()
             else:
@@ -407,9 +548,6 @@ class Drafter:
                 yield sequence
             finally:
                 self._free.append(sequence)
-        finally:
-            self.busy -= 1
-            self._slots.release()
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -511,3 +649,41 @@ async def speculative_generate(
         stats.elapsed_s = time.perf_counter() - started
         if stats.rounds:
             client.close_session(session_id)
+
+
+async def cloud_generate(
+    admission: Admission,
+    client: VerifierClient,
+    request: GenerateRequest,
+    *,
+    stats: GenerationStats | None = None,
+    client_gone: Callable[[], bool] | None = None,
+) -> AsyncGenerator[str, None]:
+    """Cloud-only decoding: yield the verifier's own generation as text, in a request slot of ours.
+
+    ``stats`` gets the prompt and completion token counts the verifier reports and the finish reason;
+    ``client_gone`` is asked between pieces (leaving the stream closes it, which stops the verifier)."""
+    stats = stats if stats is not None else GenerationStats()
+    started = time.perf_counter()
+    try:
+        async with admission.slot():
+            stats.queue_s = time.perf_counter() - started
+            events = client.generate(request)
+            try:
+                async for event in events:
+                    if client_gone is not None and client_gone():
+                        raise ClientGone("the client disconnected")
+                    if event.prompt_tokens is not None:
+                        stats.prompt_tokens = event.prompt_tokens
+                    stats.completion_tokens += event.tokens
+                    if event.text and not stats.first_round_s:
+                        stats.first_round_s = time.perf_counter() - started
+                        stats.first_round_tokens = stats.completion_tokens
+                    if event.finish_reason is not None:
+                        stats.finish_reason = event.finish_reason
+                    if event.text:
+                        yield event.text
+            finally:
+                await events.aclose()
+    finally:
+        stats.elapsed_s = time.perf_counter() - started

@@ -26,19 +26,20 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from aiohttp import web
-from edgespec.wire import SamplingParams
+from edgespec.wire import ChatTurn, GenerateRequest, SamplingParams
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgespec_edge.chat import ChatTemplateFailed, ChatTemplateMissing, render_chat
+from edgespec_edge.chat import render_chat
 from edgespec_edge.config import EdgeSettings, SpeculativeLength
 from edgespec_edge.llama_kv import LlamaRuntime
 from edgespec_edge.loop import (
+    Admission,
     ClientGone,
     Drafter,
     GenerationStats,
@@ -47,8 +48,10 @@ from edgespec_edge.loop import (
     VerifierClient,
     VerifierRejected,
     VerifierUnavailable,
+    cloud_generate,
     speculative_generate,
 )
+from edgespec_edge.prompting import PromptError, prompt_tokens
 from edgespec_edge.telemetry import RoundTally, TelemetrySettings, telemetry_context
 
 log = logging.getLogger("edgespec.edge")
@@ -205,6 +208,14 @@ async def openai_errors(
         return OpenAIError(500, "internal error", code="internal_error", kind="api_error").response()
 
 
+PROMPT_CODES = ("invalid_value", "context_length_exceeded", "chat_template_missing")
+"""Verifier error codes that are about the client's prompt (cloud-only): the client's 400, as is."""
+
+
+def _no_tokens(tokens: list[int]) -> bytes:
+    raise AssertionError("cloud-only text arrives decoded")
+
+
 def _verifier_error(exc: VerifierUnavailable | VerifierRejected) -> OpenAIError:
     code = f"verifier_{exc.kind}" if isinstance(exc, VerifierUnavailable) else "verifier_rejected"
     return OpenAIError(502, str(exc), code=code, kind="api_error")
@@ -349,8 +360,8 @@ async def read_body(request: web.Request, kind: type[CommonBody]) -> CommonBody:
 class TextAssembler:
     """Verified tokens to text deltas: whole UTF-8 characters only, held back before a stop string."""
 
-    def __init__(self, runtime: LlamaRuntime, stops: list[str]) -> None:
-        self._runtime = runtime
+    def __init__(self, detokenize: Callable[[list[int]], bytes], stops: list[str]) -> None:
+        self._detokenize = detokenize
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._text = ""
         self._sent = 0
@@ -359,7 +370,12 @@ class TextAssembler:
 
     def push(self, tokens: list[int]) -> str:
         # The decoder keeps the bytes of a character split across tokens until the rest arrives.
-        self._text += self._decoder.decode(self._runtime.detokenize(tokens))
+        self._text += self._decoder.decode(self._detokenize(tokens))
+        return self._release(final=False)
+
+    def push_text(self, text: str) -> str:
+        """Text decoded elsewhere (cloud-only: by the verifier, whole characters already)."""
+        self._text += text
         return self._release(final=False)
 
     def finish(self) -> str:
@@ -462,30 +478,67 @@ class Generation:
             "total_tokens": self.stats.prompt_tokens + self.stats.completion_tokens,
         }
 
-    async def respond(self, drafter: Drafter, client: VerifierClient) -> web.StreamResponse:
-        body, stats, metrics = self.body, self.stats, self.metrics
-        stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        assembler = TextAssembler(drafter.runtime, stops)
-        temperature = self.settings.default_temperature if body.temperature is None else body.temperature
+    def _max_tokens(self) -> int:
+        body = self.body
+        return body.max_completion_tokens or body.max_tokens or self.settings.default_max_tokens
+
+    def _sampling(self) -> SamplingParams:
+        temperature = self.body.temperature
+        if temperature is None:
+            temperature = self.settings.default_temperature
+        return SamplingParams(temperature=temperature, seed=self.body.seed)
+
+    def _stops(self) -> list[str]:
+        stop = self.body.stop
+        return [stop] if isinstance(stop, str) else list(stop or [])
+
+    async def speculate(self, drafter: Drafter, client: VerifierClient) -> web.StreamResponse:
+        """Serve from the draft-verify loop: only verified tokens reach the client."""
         tokens = speculative_generate(
             drafter,
             client,
             self.prompt_tokens,
-            max_tokens=body.max_completion_tokens or body.max_tokens or self.settings.default_max_tokens,
+            max_tokens=self._max_tokens(),
             k_source=self.request.app[K_SOURCE],
-            sampling=SamplingParams(temperature=temperature, seed=body.seed),
+            sampling=self._sampling(),
             top_n=self.settings.draft_top_n,
-            stats=stats,
-            on_round=metrics.record_round,
+            stats=self.stats,
+            on_round=self.metrics.record_round,
             client_gone=self._client_gone,
         )
+        return await self._respond(tokens, TextAssembler(drafter.runtime.detokenize, self._stops()))
+
+    async def cloud_only(
+        self, admission: Admission, client: VerifierClient, source: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Serve the verifier's own generation (cloud-only mode): same API, nothing drafted."""
+        messages = source.get("messages")
+        request = GenerateRequest(
+            prompt=source.get("text"),
+            messages=None if messages is None else [ChatTurn(role=r, content=t) for r, t in messages],
+            tokens=source.get("tokens"),
+            max_tokens=self._max_tokens(),
+            sampling=self._sampling(),
+        )
+        pieces = cloud_generate(admission, client, request, stats=self.stats, client_gone=self._client_gone)
+        return await self._respond(pieces, TextAssembler(_no_tokens, self._stops()))
+
+    async def _respond(
+        self, tokens: AsyncGenerator[list[int], None] | AsyncGenerator[str, None], assembler: TextAssembler
+    ) -> web.StreamResponse:
+        body, stats, metrics = self.body, self.stats, self.metrics
         pieces: list[str] = []
         metrics.in_flight.inc()
+        first = True
         try:
             async for verified in tokens:
-                if len(stats.rounds) == 1:
+                if first:
                     metrics.ttft.observe(time.perf_counter() - self.arrived)
-                text = assembler.push(verified)
+                    first = False
+                if isinstance(verified, str):
+                    text = assembler.push_text(verified)
+                else:
+                    text = assembler.push(verified)
                 if assembler.stopped:
                     stats.finish_reason = "stop"
                 if body.stream and text:
@@ -510,6 +563,9 @@ class Generation:
             )
             return self.stream or web.Response(status=499)
         except (VerifierUnavailable, VerifierRejected) as exc:
+            detail = exc.detail if isinstance(exc, VerifierRejected) else None
+            if detail is not None and detail.code in PROMPT_CODES:  # cloud-only: the client's prompt
+                raise OpenAIError(400, detail.message, code=detail.code, param=detail.param) from None
             error = _verifier_error(exc)
             metrics.errors.labels(error.body["error"]["code"]).inc()
             log.warning("request %s failed: %s", self.id, exc)
@@ -530,12 +586,13 @@ class Generation:
             return await self._finish_stream(pieces[-1])
         answer = self._envelope([self._choice("".join(pieces), stats.finish_reason, chunk=False)], False)
         answer["usage"] = self._usage()
-        answer["speculative"] = {
-            "rounds": len(stats.rounds),
-            "drafted_tokens": stats.drafted,
-            "accepted_tokens": stats.accepted,
-            "elapsed_s": round(stats.elapsed_s, 6),
-        }
+        if self.settings.mode == "speculative":
+            answer["speculative"] = {
+                "rounds": len(stats.rounds),
+                "drafted_tokens": stats.drafted,
+                "accepted_tokens": stats.accepted,
+                "elapsed_s": round(stats.elapsed_s, 6),
+            }
         return web.json_response(answer)
 
     async def _finish_stream(self, tail: str) -> web.StreamResponse:
@@ -564,51 +621,51 @@ class Generation:
             pass
 
 
-def _prompt_tokens(runtime: LlamaRuntime, body: CommonBody) -> list[int]:
+def _prompt_source(body: CommonBody) -> dict[str, Any]:
+    """The prompt as ``prompting.prompt_tokens`` (and the verifier's generate request) take it."""
     if isinstance(body, ChatBody):
-        messages = [(m.role, m.text()) for m in body.messages]
-        try:
-            text = render_chat(runtime, messages)
-        except ChatTemplateMissing as exc:
-            raise OpenAIError(400, str(exc), code="chat_template_missing", param="messages") from None
-        except ChatTemplateFailed as exc:
-            raise OpenAIError(400, str(exc), code="invalid_value", param="messages") from None
-        tokens = runtime.tokenize(text, add_bos=False)
-        param = "messages"
-    else:
-        assert isinstance(body, CompletionBody)
-        prompt = body.prompt
-        param = "prompt"
-        if isinstance(prompt, str):
-            tokens = runtime.tokenize(prompt, add_bos=True)
-        elif all(isinstance(p, str) for p in prompt):
-            if len(prompt) != 1:
-                raise OpenAIError(400, "one prompt per request", code="unsupported_parameter", param=param)
-            tokens = runtime.tokenize(str(prompt[0]), add_bos=True)
-        else:
-            tokens = [int(t) for t in prompt]
-            if not tokens or not all(0 <= t < runtime.n_vocab for t in tokens):
-                message = f"token ids must be between 0 and {runtime.n_vocab - 1}"
-                raise OpenAIError(400, message, code="invalid_value", param=param)
-    if not tokens:
-        raise OpenAIError(400, "the prompt is empty", code="invalid_value", param=param)
-    if len(tokens) >= runtime.n_ctx:
-        message = f"the prompt has {len(tokens)} tokens; the context window holds {runtime.n_ctx}"
-        raise OpenAIError(400, message, code="context_length_exceeded", param=param)
-    return tokens
+        return {"messages": [(m.role, m.text()) for m in body.messages]}
+    assert isinstance(body, CompletionBody)
+    prompt = body.prompt
+    if isinstance(prompt, str):
+        return {"text": prompt}
+    if all(isinstance(p, str) for p in prompt):
+        if len(prompt) != 1:
+            raise OpenAIError(400, "one prompt per request", code="unsupported_parameter", param="prompt")
+        return {"text": str(prompt[0])}
+    return {"tokens": [int(t) for t in prompt]}
+
+
+def _prompt_error(exc: PromptError) -> OpenAIError:
+    return OpenAIError(400, str(exc), code=exc.code, param=exc.param)
+
+
+def _prompt_tokens(runtime: LlamaRuntime, body: CommonBody) -> list[int]:
+    try:
+        return prompt_tokens(runtime, lambda messages: render_chat(runtime, messages), **_prompt_source(body))
+    except PromptError as exc:
+        raise _prompt_error(exc) from None
 
 
 async def generate(request: web.Request, kind: type[CommonBody]) -> web.StreamResponse:
     arrived = time.perf_counter()
     app = request.app
-    drafter: Drafter | None = app[STATE].get("drafter")
     client: VerifierClient | None = app[STATE].get("client")
+    if app[SETTINGS].mode == "cloud-only":
+        admission: Admission | None = app[STATE].get("admission")
+        if admission is None or client is None:
+            raise OpenAIError(503, "the server is still starting", code="not_ready", kind="api_error")
+        body = await read_body(request, kind)
+        _check_model(app[SETTINGS], body.model)
+        source = _prompt_source(body)  # read by the verifier, the one holding a model
+        return await Generation(request, body, [], arrived).cloud_only(admission, client, source)
+    drafter: Drafter | None = app[STATE].get("drafter")
     if drafter is None or client is None:
         raise OpenAIError(503, "the draft model is still loading", code="not_ready", kind="api_error")
     body = await read_body(request, kind)
     _check_model(app[SETTINGS], body.model)
     prompt_tokens = _prompt_tokens(drafter.runtime, body)
-    return await Generation(request, body, prompt_tokens, arrived).respond(drafter, client)
+    return await Generation(request, body, prompt_tokens, arrived).speculate(drafter, client)
 
 
 def _check_model(settings: EdgeSettings, model: str | None) -> None:
@@ -661,14 +718,17 @@ async def verifier_problem(app: web.Application) -> str | None:
 
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    if state.get("drafter") is None:
+    cloud_only = request.app[SETTINGS].mode == "cloud-only"
+    if state.get("admission" if cloud_only else "drafter") is None:
         return web.json_response(
             {"status": "not ready", "reason": state.get("load_error", "loading the draft model")}, status=503
         )
     problem = await verifier_problem(request.app)
     if problem is not None:
         return web.json_response({"status": "not ready", "reason": problem}, status=503)
-    return web.json_response({"status": "ready", "k": request.app[K_SOURCE].current()})
+    if cloud_only:
+        return web.json_response({"status": "ready", "mode": "cloud-only"})
+    return web.json_response({"status": "ready", "mode": "speculative", "k": request.app[K_SOURCE].current()})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -686,7 +746,7 @@ STATE = web.AppKey("state", dict)
 
 def startup_problem(settings: EdgeSettings) -> str | None:
     """What keeps the server from working at all (checked before it starts), or None."""
-    if not settings.draft_model.is_file():
+    if settings.mode == "speculative" and not settings.draft_model.is_file():
         return (
             f"draft model {settings.draft_model} does not exist (--draft-model / EDGESPEC_EDGE_DRAFT_MODEL)"
         )
@@ -702,6 +762,16 @@ def startup_problem(settings: EdgeSettings) -> str | None:
     if settings.ca_file is not None and not settings.ca_file.is_file():
         return f"CA file {settings.ca_file} does not exist (EDGESPEC_EDGE_CA_FILE)"
     return None
+
+
+def _verifier_client(settings: EdgeSettings) -> VerifierClient:
+    return VerifierClient(
+        settings.verifier_url,
+        settings.verifier_token_value(),
+        timeout_s=settings.verify_timeout_s,
+        retry_budget_s=settings.retry_budget_s,
+        ca_file=settings.ca_file,
+    )
 
 
 def create_app(
@@ -723,18 +793,20 @@ def create_app(
         return LlamaRuntime(settings.draft_model, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        if settings.mode == "cloud-only":  # no draft model: the verifier generates every token
+            verifier = client or _verifier_client(settings)
+            admission = Admission(settings.max_concurrent, settings.max_queue)
+            app[STATE].update(admission=admission, client=verifier)
+            yield
+            app[STATE].pop("admission")
+            await verifier.close()
+            return
         own_runtime = runtime is None
         loaded = runtime
         if loaded is None:
             factory = runtime_factory or load
             loaded = await asyncio.get_running_loop().run_in_executor(None, factory, settings)
-        verifier = client or VerifierClient(
-            settings.verifier_url,
-            settings.verifier_token_value(),
-            timeout_s=settings.verify_timeout_s,
-            retry_budget_s=settings.retry_budget_s,
-            ca_file=settings.ca_file,
-        )
+        verifier = client or _verifier_client(settings)
         drafter = Drafter(loaded, settings.max_concurrent, settings.max_queue)
         app[STATE].update(drafter=drafter, client=verifier)
         yield

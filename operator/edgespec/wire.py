@@ -7,6 +7,13 @@ token was sampled from. The verifier answers with how many drafts it accepted an
 verifier keep the context's KV state between rounds; a verify for an unknown session opens it
 implicitly (the full context travels in every request), so a verifier restart costs a re-read, not an
 error. Every body carries ``version``; a peer rejects a major version it does not speak with 400.
+
+Cloud-only decoding (a device class where speculation does not pay) is one ``POST /v1/generate``: the
+edge forwards the client's prompt (text, chat messages or token ids: the edge holds no model then, so the
+verifier tokenizes with the target's own tokenizer and chat template) and the verifier streams the
+target's own generation back as newline-delimited ``GenerateEvent`` lines: the prompt's size first, then
+text as it is generated (whole UTF-8 characters only), then the finish reason. A bad prompt is refused
+before the stream starts with 400 and an ``ErrorBody`` whose ``param`` names the field.
 Pure pydantic: no I/O, no model code.
 """
 
@@ -21,6 +28,8 @@ WIRE_VERSION = 1
 
 VERIFY_PATH = "/v1/verify"
 SESSIONS_PATH = "/v1/sessions"
+GENERATE_PATH = "/v1/generate"
+"""Cloud-only decoding: the target generates alone and streams (``GenerateRequest``)."""
 PING_PATH = "/v1/ping"
 """Authenticated, engine-free: the edge's readiness probe (the verifier answers and takes the token)."""
 
@@ -133,16 +142,74 @@ class SessionOpened(WireModel):
     cached_tokens: int = Field(ge=0, description="Tokens of the context now held in the KV state.")
 
 
+class ChatTurn(BaseModel):
+    """One chat message of a cloud-only request, rendered by the target's chat template."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
+
+
+class GenerateRequest(WireModel):
+    """Cloud-only decoding: the target generates up to ``max_tokens`` after the prompt, by itself.
+
+    Exactly one of ``prompt`` (text; the target's tokenizer adds BOS), ``messages`` (chat; the target's
+    template) and ``tokens`` (ids, as they are)."""
+
+    prompt: str | None = Field(default=None, max_length=4 * 1024 * 1024, description="Prompt text.")
+    messages: list[ChatTurn] | None = Field(default=None, min_length=1, description="Chat messages.")
+    tokens: list[TokenId] | None = Field(default=None, min_length=1, description="Prompt token ids.")
+    max_tokens: int = Field(ge=1, le=32768, description="Most tokens to generate.")
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> GenerateRequest:
+        given = [name for name in ("prompt", "messages", "tokens") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("exactly one of prompt, messages and tokens is needed")
+        return self
+
+
+class GenerateEvent(WireModel):
+    """One line of the generate stream: the start, a piece of text, the end, or a failure mid-stream.
+
+    Start: ``prompt_tokens``. Text: ``text`` (whole characters) and ``tokens`` (how many generated
+    tokens it holds; text may lag a token whose character is incomplete). End: ``finish_reason``
+    (``stop``: the target ended the text; ``length``: ``max_tokens`` or the context window).
+    Failure: ``error``, and no end line."""
+
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    text: str = ""
+    tokens: int = Field(default=0, ge=0)
+    finish_reason: Literal["stop", "length"] | None = None
+    generate_s: float | None = Field(default=None, ge=0.0, description="Verifier-side time, s (end).")
+    error: ErrorDetail | None = None
+
+
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: Literal[
-        "unauthorized", "bad_request", "unsupported_version", "overloaded", "engine_error", "not_ready"
+        "unauthorized",
+        "bad_request",
+        "unsupported_version",
+        "overloaded",
+        "engine_error",
+        "not_ready",
+        # A cloud-only prompt the target cannot take (the edge answers its client with the same code):
+        "invalid_value",
+        "context_length_exceeded",
+        "chat_template_missing",
     ]
     message: str
+    param: str | None = Field(default=None, description="The request field at fault, when one is.")
 
 
 class ErrorBody(WireModel):
     """Body of every non-2xx answer from either side, so clients print one clear message."""
 
     error: ErrorDetail
+
+
+GenerateEvent.model_rebuild()

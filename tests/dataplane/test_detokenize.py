@@ -62,7 +62,7 @@ def test_a_character_split_across_tokens_is_streamed_whole(
     }
     word = "मुख्यमंत्री 😀"
     pieces = [byte_token[f"<0x{b:02X}>"] for b in word.encode()]
-    assembler = TextAssembler(draft_runtime, stops=[])
+    assembler = TextAssembler(draft_runtime.detokenize, stops=[])
     deltas = [assembler.push([token]) for token in pieces]
     deltas.append(assembler.finish())
     assert "".join(deltas) == word

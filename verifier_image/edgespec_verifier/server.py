@@ -1,18 +1,28 @@
-"""The verifier's HTTP service: the verify endpoint, sessions, probes and Prometheus metrics.
+"""The verifier's HTTP service: the verify and generate endpoints, sessions, probes, Prometheus metrics.
 
 ``create_app(settings, registry=None, engine=None)`` builds the aiohttp app. The engine (a model in
 memory) is loaded in the app's ``cleanup_ctx`` off the event loop unless a ready one is injected (tests
 share one engine across apps); ``/readyz`` answers 503 until it is loaded. All engine work runs on one
 dedicated thread, so the event loop keeps accepting many edge clients while a round computes; requests
 beyond ``max_queue`` waiting rounds get 503 ``overloaded`` at once instead of piling up latency.
+
+``POST /v1/generate`` is cloud-only decoding (edgespec.wire's ``GenerateRequest``): the target reads the
+prompt with its own tokenizer and chat template and streams its own generation, one
+``GenerateEvent`` line per step. On llama.cpp each step is a verify round with no drafts on the engine
+thread (so it interleaves with other edges' rounds and is, token for token, the target decoding
+alone); an engine with ``generate_stream`` (vLLM) generates in one request of its own. A client that
+goes away stops the generation at the next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -20,15 +30,20 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import web
 from edgespec.wire import (
+    GENERATE_PATH,
     PING_PATH,
     ErrorBody,
     ErrorDetail,
+    GenerateEvent,
+    GenerateRequest,
+    SamplingParams,
     SessionOpen,
     SessionOpened,
     VerifyRequest,
     VerifyResponse,
 )
 from edgespec_edge.llama_kv import ContextFullError
+from edgespec_edge.prompting import PromptError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, SecretStr, ValidationError
@@ -89,6 +104,11 @@ class VerifierMetrics:
         self.sessions = Gauge(
             "edgespec_verifier_sessions", "Sessions currently holding KV state.", registry=registry
         )
+        self.generated = Counter(
+            "edgespec_verifier_generated_tokens",
+            "Tokens generated for cloud-only requests (POST /v1/generate).",
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "edgespec_verifier_queue_depth", "Rounds waiting for or running on the engine.", registry=registry
         )
@@ -125,9 +145,10 @@ def build_engine(settings: VerifierSettings) -> VerifyEngine:
     )
 
 
-def error(status: int, code: str, message: str) -> web.Response:
-    body = ErrorBody(error=ErrorDetail.model_validate({"code": code, "message": message}))
-    return web.json_response(body.model_dump(mode="json"), status=status)
+def error(status: int, code: str, message: str, param: str | None = None) -> web.Response:
+    detail = ErrorDetail.model_validate({"code": code, "message": message, "param": param})
+    body = ErrorBody(error=detail).model_dump(mode="json", exclude_none=True)
+    return web.json_response(body, status=status)
 
 
 def invalid(what: str, exc: ValidationError) -> web.Response:
@@ -233,6 +254,102 @@ def _record_round(
     metrics.sessions.set(engine.session_count())
 
 
+# --- cloud-only generation ------------------------------------------------------------------------
+
+
+def _event(**fields: Any) -> bytes:
+    return GenerateEvent(**fields).model_dump_json(exclude_none=True).encode() + b"\n"
+
+
+async def _steps_on_engine_thread(
+    app: web.Application, engine: Any, prompt: Sequence[int], max_tokens: int, sampling: SamplingParams
+) -> AsyncGenerator[tuple[int, str, str | None], None]:
+    """(tokens, text, finish reason) per step: one verify round with no drafts per token (llama.cpp)."""
+    runtime = engine.runtime
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    rng = np.random.default_rng(sampling.seed)
+    context = list(prompt)
+    session_id = f"generate-{uuid.uuid4().hex}"
+    loop = asyncio.get_running_loop()
+    generated = 0
+    try:
+        while generated < max_tokens:
+            if len(context) >= runtime.n_ctx:
+                break
+            seed = None if sampling.seed is None else int(rng.integers(0, 2**62))
+            step = VerifyRequest(
+                session_id=session_id,
+                tokens=context,
+                prompt_tokens=len(prompt),
+                sampling=SamplingParams(temperature=sampling.temperature, seed=seed),
+            )
+            _, token = await loop.run_in_executor(app[EXECUTOR], run_round, engine, step)
+            if runtime.is_end_of_generation(token):
+                yield 0, decoder.decode(b"", final=True), "stop"
+                return
+            context.append(token)
+            generated += 1
+            yield 1, decoder.decode(runtime.detokenize([token])), None
+        yield 0, decoder.decode(b"", final=True), "length"
+    finally:
+        await loop.run_in_executor(app[EXECUTOR], engine.close_session, session_id)
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    """Cloud-only decoding: the target alone, streamed as ``GenerateEvent`` lines (NDJSON)."""
+    started = time.perf_counter()
+    app = request.app
+    engine = app[STATE].get("engine")
+    if engine is None:
+        return error(503, "not_ready", "the verifier is still loading its model")
+    try:
+        body = GenerateRequest.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return invalid("generate request", exc)
+    messages = None if body.messages is None else [(t.role, t.content) for t in body.messages]
+    try:
+        prompt = engine.prompt_for(text=body.prompt, messages=messages, tokens=body.tokens)
+    except PromptError as exc:
+        return error(400, exc.code, str(exc), exc.param)
+    if app[STATE]["waiting"] >= app[SETTINGS].max_queue:
+        return error(503, "overloaded", "verify queue full; retry with backoff")
+    native = getattr(engine, "generate_stream", None)
+    steps: AsyncGenerator[tuple[int, str, str | None], None] = (
+        native(prompt, body.max_tokens, body.sampling)
+        if native is not None
+        else _steps_on_engine_thread(app, engine, prompt, body.max_tokens, body.sampling)
+    )
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    metrics = app[METRICS]
+    try:
+        await response.write(_event(prompt_tokens=len(prompt)))
+        async for count, text, finish in steps:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                log.info("generate: the client went away; stopped")
+                return response
+            metrics.generated.inc(count)
+            if count or text:
+                await response.write(_event(text=text, tokens=count))
+            if finish is not None:
+                elapsed = time.perf_counter() - started
+                await response.write(_event(finish_reason=finish, generate_s=elapsed))
+                break
+        await response.write_eof()
+    except ConnectionResetError:
+        log.info("generate: the client went away; stopped")
+    except Exception as exc:  # an engine failure mid-stream: say so in the stream, the status is sent
+        log.exception("generate failed")
+        detail = ErrorDetail(code="engine_error", message=f"{type(exc).__name__}: {exc}"[:300])
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(_event(error=detail))
+            await response.write_eof()
+    finally:
+        await steps.aclose()
+    return response
+
+
 async def open_session(request: web.Request) -> web.Response:
     engine = request.app[STATE].get("engine")
     if engine is None:
@@ -330,6 +447,7 @@ def create_app(
 
     app.cleanup_ctx.append(engine_thread)
     app.router.add_post("/v1/verify", verify)
+    app.router.add_post(GENERATE_PATH, generate)
     app.router.add_post("/v1/sessions", open_session)
     app.router.add_delete("/v1/sessions/{session_id}", close_session)
     app.router.add_get(PING_PATH, ping)

@@ -22,7 +22,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgespec_edge.chat import Role, render_chat
 from edgespec_edge.llama_kv import KVSequence, LlamaRuntime
+from edgespec_edge.prompting import prompt_tokens
 
 from edgespec_verifier.engines import ScoreRows
 
@@ -68,6 +70,22 @@ class LlamaCppEngine:
         sequence = self._sequence_for(session_id, context)
         step_from = (prompt_tokens or len(context)) if self.exact else None
         return sequence.logits([*context, *draft], first_row=len(context) - 1, step_from=step_from)
+
+    def prompt_for(
+        self,
+        *,
+        text: str | None = None,
+        messages: Sequence[tuple[Role, str]] | None = None,
+        tokens: Sequence[int] | None = None,
+    ) -> list[int]:
+        """A cloud-only request's prompt in the target's tokens (``PromptError`` when unusable)."""
+        return prompt_tokens(
+            self.runtime,
+            lambda turns: render_chat(self.runtime, turns),
+            text=text,
+            messages=messages,
+            tokens=tokens,
+        )
 
     def commit(self, session_id: str, length: int) -> None:
         sequence = self._sessions.get(session_id)
