@@ -204,6 +204,7 @@ def plan_status(
     live_samples: Mapping[str, Sequence[LiveSample]] | None = None,
     stuck_pods: Sequence[StuckPod] = (),
     verifier_endpoint: str | None = None,
+    verifier_selector: str | None = None,
 ) -> Plan:
     """The complete status for one observation of the world, and the events worth posting.
 
@@ -212,7 +213,8 @@ def plan_status(
     counts as failed. ``live_samples``: per class, telemetry pooled since the last plan, folded into
     its live profile. ``stuck_pods``: pods of the verifier and draft servers whose init container
     failed (a model that cannot be fetched); the Ready condition quotes why and on which node.
-    ``verifier_endpoint``: the verifier Service's URL, reported in the status.
+    ``verifier_endpoint``: the verifier Service's URL, reported in the status; ``verifier_selector``:
+    its pods' label selector, reported for the scale subresource.
     """
     prev = previous or SpeculativeDeploymentStatus()
     conditions: list[Condition] = []
@@ -438,6 +440,7 @@ def plan_status(
             ready_replicas=verifier.ready,
             replicas=verifier.desired,
             endpoint=verifier_endpoint or prev.verifier.endpoint,
+            selector=verifier_selector or prev.verifier.selector,
         ),
         nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
         k_summary=summary((n, s.k) for n, s in selections.items()),

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from edgespec.api import docgen
 from edgespec.api.base import ApiModel
-from edgespec.api.crdgen import build_crds, prose, structural_schema
+from edgespec.api.crdgen import build_crds, json_path, prose, structural_schema
+from edgespec.api.deployment import SpeculativeDeployment
 from pydantic import Field
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,6 +142,27 @@ def test_kubectl_get_shows_readiness_and_the_verifier_endpoint() -> None:
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Endpoint"]["jsonPath"] == ".status.verifier.endpoint"
     assert columns["K"]["jsonPath"] == ".status.kSummary"
+
+
+def test_the_scale_subresource_scales_the_verifier_replicas_field() -> None:
+    """kubectl scale and HPAs act on spec.verifier.replicas; paths come from the pydantic types."""
+    crd = build_crds()["edgespec.dev_speculativedeployments.yaml"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.verifier.replicas",
+        "statusReplicasPath": ".status.verifier.replicas",
+        "labelSelectorPath": ".status.verifier.selector",
+    }
+    schema = version["schema"]["openAPIV3Schema"]["properties"]
+    replicas = schema["spec"]["properties"]["verifier"]["properties"]["replicas"]
+    assert replicas["type"] == "integer" and (replicas["minimum"], replicas["maximum"]) == (1, 64)
+    status = schema["status"]["properties"]["verifier"]["properties"]
+    assert status["replicas"]["type"] == "integer" and status["selector"]["type"] == "string"
+    assert json_path(SpeculativeDeployment, "status", "verifier", "ready_replicas") == (
+        ".status.verifier.readyReplicas"  # the wire (camelCase) name
+    )
+    with pytest.raises(KeyError):
+        json_path(SpeculativeDeployment, "spec", "verifier", "replica")
 
 
 @pytest.mark.cluster

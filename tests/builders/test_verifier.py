@@ -12,6 +12,7 @@ from edgespec.builders import (
     build_verifier_service,
 )
 from edgespec.builders.podspec import TOKEN_FILE
+from edgespec.builders.verifier import AFFINITY_TIMEOUT_S
 
 
 def test_vllm_verifier_requests_gpus_on_gpu_nodes(verifier_input: VerifierInput) -> None:
@@ -77,3 +78,11 @@ def test_service_fronts_the_pods_on_port_http(verifier_input: VerifierInput) -> 
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["ports"][0]["name"] == "http" and container["ports"][0]["containerPort"] == 8000
+
+
+def test_a_clients_rounds_stay_on_one_verifier_replica(verifier_input: VerifierInput) -> None:
+    """ClientIP affinity: a draft server (all the sessions of its node) keeps its verifier replica."""
+    spec = build_verifier_service(verifier_input)["spec"]
+    assert spec["sessionAffinity"] == "ClientIP"
+    assert spec["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": AFFINITY_TIMEOUT_S}}
+    assert 60 <= AFFINITY_TIMEOUT_S <= 3600  # outlives a pause between rounds, lets a scale-out rebalance

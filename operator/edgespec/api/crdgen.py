@@ -121,6 +121,30 @@ def _described(schema: JsonSchema, description: str) -> JsonSchema:
     return {"description": prose(description), **{k: v for k, v in schema.items() if k != "description"}}
 
 
+def json_path(model: type[BaseModel], *fields: str) -> str:
+    """The wire path (``.spec.verifier.replicas``) of the Python field path ``fields`` of ``model``.
+
+    Walks the pydantic types, so a renamed or removed field fails here, not in the API server."""
+    parts: list[str] = []
+    current: Any = model
+    for name in fields:
+        field = current.model_fields[name]  # KeyError: no such field
+        parts.append(field.alias or name)
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return "." + ".".join(parts)
+
+
+def verifier_scale() -> dict[str, str]:
+    """The scale subresource of SpeculativeDeployment: it scales the verifier (kubectl scale, HPAs)."""
+    return {
+        "specReplicasPath": json_path(SpeculativeDeployment, "spec", "verifier", "replicas"),
+        "statusReplicasPath": json_path(SpeculativeDeployment, "status", "verifier", "replicas"),
+        "labelSelectorPath": json_path(SpeculativeDeployment, "status", "verifier", "selector"),
+    }
+
+
 def _crd(
     *,
     kind: str,
@@ -132,6 +156,7 @@ def _crd(
     status_schema: JsonSchema | None,
     columns: list[dict[str, Any]],
     categories: list[str],
+    scale: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     properties: JsonSchema = {
         "apiVersion": {"description": _API_VERSION_DOC, "type": "string"},
@@ -155,6 +180,8 @@ def _crd(
     if status_schema is not None:
         properties["status"] = status_schema
         version["subresources"] = {"status": {}}
+    if scale is not None:
+        version["subresources"]["scale"] = scale
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -196,6 +223,7 @@ def build_crds() -> dict[str, dict[str, Any]]:
             "What the operator observed and chose; written by it.",
         ),
         categories=["edgespec"],
+        scale=verifier_scale(),
         # kubectl get shows readiness and where the verifier listens; -o wide adds the choice per class
         columns=[
             {

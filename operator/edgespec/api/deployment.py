@@ -480,7 +480,13 @@ class VerifierStatus(ApiModel):
     """The verifier's rollout and where to reach it."""
 
     ready_replicas: int = Field(default=0, description="Verifier pods ready.")
-    replicas: int = Field(default=0, description="Verifier pods desired.")
+    replicas: int = Field(
+        default=0, description="Verifier pods the verifier Deployment has (the scale subresource's replicas)."
+    )
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the verifier pods, as a=b,c=d, for the scale subresource and HPAs.",
+    )
     endpoint: str | None = Field(
         default=None,
         description="URL of the verifier Service inside the cluster, e.g. http://NAME.NS.svc:8000 "

@@ -167,6 +167,11 @@ def verifier_url(owner: Owner, port: int, tls: bool = False) -> str:
     return f"{scheme}://{verifier_name(owner)}.{owner.namespace}.svc:{port}"
 
 
+def verifier_selector(owner: Owner) -> str:
+    """The verifier pods' label selector as a string (a=b,c=d): the scale subresource's selector."""
+    return ",".join(f"{key}={value}" for key, value in selector_labels(owner, "verifier").items())
+
+
 def selector_labels(owner: Owner, component: Component, device_class: str | None = None) -> dict[str, str]:
     """The immutable subset of labels a workload selects its pods by."""
     labels = {

@@ -199,8 +199,16 @@ def build_verifier_deployment(inp: VerifierInput) -> dict[str, Any]:
     }
 
 
+# How long a client (a draft server pod, the one client of its node's devices) stays on the verifier
+# replica it was sent to after its last connection; docs/scaling.md says why ClientIP affinity.
+AFFINITY_TIMEOUT_S = 600
+
+
 def build_verifier_service(inp: VerifierInput) -> dict[str, Any]:
-    """ClusterIP Service in front of the verifier pods; port name ``http`` (verify API and metrics)."""
+    """ClusterIP Service in front of the verifier pods; port name ``http`` (verify API and metrics).
+
+    ``sessionAffinity: ClientIP`` keeps every round of a session on the replica that holds its KV
+    state: a session's rounds all come from the one draft server of its device's node."""
     port = inp.spec.verifier.port
     return {
         "apiVersion": "v1",
@@ -210,6 +218,8 @@ def build_verifier_service(inp: VerifierInput) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": selector_labels(inp.owner, "verifier"),
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": AFFINITY_TIMEOUT_S}},
         },
     }
 

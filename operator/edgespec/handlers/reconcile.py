@@ -34,6 +34,7 @@ from edgespec.builders.naming import (
     profiling_job_name,
     verifier_name,
     verifier_secret_name,
+    verifier_selector,
     verifier_url,
 )
 from edgespec.builders.podspec import CA_KEY, TOKEN_KEY
@@ -254,6 +255,7 @@ class Reconciler:
             live_samples=self._live_samples(key, spec),
             stuck_pods=await self._stuck_pods(owner, [verifier, *drafts.values()]),
             verifier_endpoint=verifier_url(owner, spec.verifier.port, spec.verifier.tls is not None),
+            verifier_selector=verifier_selector(owner),
         )
         rejections, retry_in_s = await self._apply_children(body, spec, plan)
         status, apply_events = with_apply_outcome(
