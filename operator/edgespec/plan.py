@@ -443,7 +443,7 @@ def plan_status(
             selector=verifier_selector or prev.verifier.selector,
         ),
         nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
-        k_summary=summary((n, s.k) for n, s in selections.items()),
+        k_summary=summary((n, "none" if s.mode == "cloudOnly" else s.k) for n, s in selections.items()),
     )
     jobs = (
         []
@@ -654,7 +654,7 @@ def _class_selection(
     )
     current_k = old.k if continuing and old is not None else offline.k
     decision = None
-    if live is not None and profile is not None:
+    if live is not None and profile is not None and offline.mode == "speculative":  # cloud-only: no K
         decision = decide(
             spec=spec,
             device_class=name,
@@ -721,6 +721,7 @@ def desired_children(
                 draft_model=cls.selection.draft_model,
                 quantization=cls.selection.quantization,
                 k=cls.selection.k,
+                cloud_only=cls.selection.mode == "cloudOnly",
                 telemetry=telemetry if spec.adaptation.enabled else None,
             )
         )

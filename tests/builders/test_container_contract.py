@@ -127,6 +127,21 @@ def children(
                     DraftServerInput(**common, **key, k=spec.speculative_length.min, telemetry=TELEMETRY)
                 )
                 out.append(build_profiling_job(ProfilingJobInput(**common, **key, node_name=NODE_NAME)))
+        # The class's draft servers as they run cloud-only (spec.cloudOnlyFallback where it does not pay).
+        first = {
+            "draft_model": spec.drafts[0].name,
+            "quantization": spec.drafts[0].quantizations[0].quantization,
+        }
+        out += build_draft_servers(
+            DraftServerInput(
+                **common,
+                **first,
+                device_class_name=device_class.name,
+                k=1,
+                cloud_only=True,
+                telemetry=TELEMETRY,
+            )
+        )
     return out
 
 
@@ -319,7 +334,12 @@ def test_every_container_is_accepted_by_its_program(
             if item.init:
                 continue
             reads = model_paths_read(item)
-            assert reads, f"{item.where}: reads no model"
+            if cloud_only(item):
+                seen_programs.add(("cloud-only", "serve"))
+                assert not reads and not written, f"{item.where}: cloud-only fetches and loads no model"
+                assert not any("hostPath" in v for v in pod["volumes"]), f"{item.where}: no model cache"
+            else:
+                assert reads, f"{item.where}: reads no model"
             for path in reads:
                 if not path.startswith("/"):
                     continue  # a vLLM model id, downloaded by vLLM itself into its cache volume
@@ -343,7 +363,12 @@ def test_every_container_is_accepted_by_its_program(
         (("python", "-m", "edgespec_edge"), "serve"),
         (("python", "-m", "edgespec_edge"), "profile"),
         (("python", "-m", "edgespec_verifier"), "verify"),
+        ("cloud-only", "serve"),
     }
+
+
+def cloud_only(item: Parsed) -> bool:
+    return item.command == "serve" and item.invocation.settings[0].mode == "cloud-only"
 
 
 def model_paths_read(item: Parsed) -> list[str]:
@@ -352,7 +377,7 @@ def model_paths_read(item: Parsed) -> list[str]:
         (settings,) = item.invocation.settings
         return [settings.model]
     if item.command == "serve":
-        return [str(item.invocation.settings[0].draft_model)]
+        return [] if cloud_only(item) else [str(item.invocation.settings[0].draft_model)]
     if item.command == "profile":
         return [str(item.args.draft_file)]
     raise AssertionError(f"{item.where}: unexpected command {item.command}")

@@ -18,6 +18,7 @@ from edgespec.builders import (
     build_draft_service,
 )
 from edgespec.builders.drafts import CONFIG_FILE, CONFIG_KEY
+from edgespec.builders.inputs import ModelCache
 from edgespec.builders.naming import drafts_service_name, verifier_url
 
 
@@ -107,3 +108,27 @@ def test_config_file_is_what_the_draft_server_parses(draft_input: DraftServerInp
     config = pytest.importorskip("edgespec_edge.config")
     text = build_draft_config_map(with_choice(draft_input, k=9))["data"][CONFIG_KEY]
     assert config.parse_k(text) == 9
+
+
+def test_a_cloud_only_class_fetches_and_loads_no_draft_model(draft_input: DraftServerInput) -> None:
+    cache = ModelCache(host_path="/var/lib/edgespec/models")
+    speculative = build_draft_servers(with_choice(draft_input, model_cache=cache))
+    cloud = build_draft_servers(with_choice(draft_input, model_cache=cache, cloud_only=True))
+    pod = cloud[1]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod and speculative[1]["spec"]["template"]["spec"]["initContainers"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["EDGESPEC_EDGE_MODE"] == "cloud-only"
+    assert "EDGESPEC_EDGE_DRAFT_MODEL" not in env
+    assert [v["name"] for v in pod["volumes"] if "hostPath" in v or v["name"] == "models"] == []
+    assert all(m["mountPath"] != "/models" for m in container["volumeMounts"])
+    # The mode is in the ConfigMap for people and tools; the server still parses its K from it.
+    assert yaml.safe_load(cloud[0]["data"][CONFIG_KEY])["mode"] == "cloud-only"
+    assert yaml.safe_load(speculative[0]["data"][CONFIG_KEY])["mode"] == "speculative"
+    speculative_env = {
+        e["name"]: e.get("value") for e in speculative[1]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert speculative_env["EDGESPEC_EDGE_MODE"] == "speculative"
+    # Switching mode rolls the pods of the same DaemonSet (one loads a model, the other does not).
+    assert template_hash(cloud[1]) != template_hash(speculative[1])
+    assert cloud[1]["metadata"]["name"] == speculative[1]["metadata"]["name"]

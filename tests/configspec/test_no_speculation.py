@@ -81,7 +81,7 @@ def test_every_objective_compares_against_the_target_alone() -> None:
     assert select([make_profile()])["rpi5"].no_speculation is None  # not measured: not invented
 
 
-def test_the_status_carries_the_comparison_and_the_fallback_says_it_is_not_served() -> None:
+def test_the_status_carries_the_comparison_and_the_fallback_runs_cloud_only() -> None:
     slow = select([make_profile(draft_tokens_per_s=3.0, target_decode=ALONE)])["rpi5"]
     status = DeviceClassSelection(
         **slow.status_fields(fallback_requested=True), selected_at=datetime.now(UTC)
@@ -90,9 +90,14 @@ def test_the_status_carries_the_comparison_and_the_fallback_says_it_is_not_serve
     assert api["noSpeculation"]["predictedGoodputTokensPerS"] == pytest.approx(10.0)
     assert api["noSpeculation"]["ttftS"] == pytest.approx(0.35)
     assert api["speculationGain"] < 0
-    assert "cannot stream the verifier's own generation yet" in api["reason"]
+    assert api["mode"] == "cloudOnly"
+    assert "this class runs cloud-only" in api["reason"]
     plain = DeviceClassSelection(**slow.status_fields(), selected_at=datetime.now(UTC))
-    assert "cloudOnlyFallback" not in plain.reason
+    assert "cloudOnlyFallback" not in plain.reason and plain.mode == "speculative"
+    crawl = TargetDecode(per_token_s=10.0, ttft_s=0.35, samples=64)  # a target alone at 0.1 tokens/s
+    fast = select([make_profile(draft_tokens_per_s=300.0, target_decode=crawl)])["rpi5"]
+    assert fast.speculation_pays
+    assert fast.status_fields(fallback_requested=True)["mode"] == "speculative"  # it pays: speculate
 
 
 def test_rank_shows_the_target_alone_as_a_row(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

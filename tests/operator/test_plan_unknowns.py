@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from edgespec.api.deployment import SpeculativeDeploymentSpec
 from edgespec.api.profile import AcceptancePoint, EdgeProfileSpec, TargetDecode
-from edgespec.plan import plan_status
+from edgespec.builders import Owner, WorkloadImages
+from edgespec.plan import desired_children, plan_status
 from edgespec.status import NodeInfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def test_unknown_memory_is_assumed_to_fit_and_said_and_origin_shown() -> None:
     assert api["memoryAssumed"] is True and api["origin"] == "unknown"
 
 
-def test_the_status_says_when_speculation_does_not_pay_and_what_the_fallback_would_do() -> None:
+def test_where_speculation_does_not_pay_the_fallback_runs_the_class_cloud_only() -> None:
     doc = yaml.safe_load((ROOT / "samples" / "speculativedeployment-gemma-cpu.yaml").read_text())
     doc["spec"]["cloudOnlyFallback"] = True
     spec = SpeculativeDeploymentSpec.model_validate(doc["spec"])
@@ -70,4 +71,25 @@ def test_the_status_says_when_speculation_does_not_pay_and_what_the_fallback_wou
     assert selection.no_speculation.predicted_goodput_tokens_per_s == 100.0
     assert selection.speculation_gain is not None and selection.speculation_gain < 0
     assert "Speculation does NOT pay here" in selection.reason
-    assert "cannot stream the verifier's own generation yet" in selection.reason
+    assert selection.mode == "cloudOnly" and "this class runs cloud-only" in selection.reason
+    assert plan.status.k_summary == "rpi5=none"
+    owner = Owner(name="demo", namespace="default", uid="uid-1")
+    images = WorkloadImages(edge="edge:1", verifier="verifier:1", vllm="vllm:1")
+    children = desired_children(spec=spec, owner=owner, images=images, token="t", status=plan.status)
+    (daemon_set,) = [c for c in children if c["kind"] == "DaemonSet"]
+    pod = daemon_set["spec"]["template"]["spec"]
+    assert "initContainers" not in pod  # no draft model to fetch
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["EDGESPEC_EDGE_MODE"] == "cloud-only" and "EDGESPEC_EDGE_DRAFT_MODEL" not in env
+    (config,) = [c for c in children if c["kind"] == "ConfigMap" and "speculative.yaml" in c.get("data", {})]
+    assert yaml.safe_load(config["data"]["speculative.yaml"])["mode"] == "cloud-only"
+
+    # Without the field the same verdict is only reported: the class keeps speculating.
+    doc["spec"]["cloudOnlyFallback"] = False
+    spec = SpeculativeDeploymentSpec.model_validate(doc["spec"])
+    plan = plan_status(spec=spec, generation=1, previous=None, nodes=[node], now=T0, profiles=profiles)
+    selection = plan.status.device_classes[0].selection
+    assert selection is not None and selection.mode == "speculative"
+    children = desired_children(spec=spec, owner=owner, images=images, token="t", status=plan.status)
+    (daemon_set,) = [c for c in children if c["kind"] == "DaemonSet"]
+    assert daemon_set["spec"]["template"]["spec"]["initContainers"]

@@ -330,9 +330,10 @@ class SpeculativeDeploymentSpec(ApiModel):
     )
     cloud_only_fallback: bool = Field(
         default=False,
-        description="Let a device class fall back to cloud-only decoding (the edge server streams the "
-        "verifier's own generation) where the profiles predict that the target decoding alone beats every "
-        "speculative configuration on the objective. Not served yet: the status says when it would apply.",
+        description="Let a device class fall back to cloud-only decoding where the profiles predict that "
+        "the target decoding alone beats every speculative configuration on the objective: its draft "
+        "servers then load no draft model and stream the verifier's own generation (same API). "
+        "deviceClasses[].selection.mode says which classes run so.",
     )
 
     @model_validator(mode="after")
@@ -418,6 +419,12 @@ class DeviceClassSelection(ConfigChoice):
         default=None,
         description="The choice's lead over the target decoding alone on the objective (0.25: 25% better; "
         "negative: speculation does not pay).",
+    )
+    mode: Literal["speculative", "cloudOnly"] = Field(
+        default="speculative",
+        description="How the class's draft servers serve: speculative (the configuration above), or "
+        "cloudOnly (spec.cloudOnlyFallback, where speculation does not pay: no draft model, the verifier "
+        "generates every token).",
     )
     selected_at: datetime | None = Field(default=None, description="When the choice was made (RFC 3339).")
     basis: str | None = Field(
@@ -519,7 +526,9 @@ class SpeculativeDeploymentStatus(ApiModel):
         default_factory=VerifierStatus, description="The verifier's rollout and URL."
     )
     nodes_summary: str = Field(default="", description="Nodes per class, for printer columns (rpi5=2,...).")
-    k_summary: str = Field(default="", description="Chosen K per class, for printer columns (rpi5=6,...).")
+    k_summary: str = Field(
+        default="", description="Chosen K per class, for printer columns (rpi5=6,...; cloud-only: none)."
+    )
 
 
 class SpeculativeDeployment(ApiModel):

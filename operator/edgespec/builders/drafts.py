@@ -6,6 +6,12 @@ changes the ConfigMap and leaves the DaemonSet's pod template byte-for-byte iden
 no dropped requests. A new draft model or quantisation changes the template (the fetch init
 container's source and the pod labels) and rolls the DaemonSet node by node.
 
+A class whose selection runs cloud-only (``spec.cloudOnlyFallback`` where speculation does not pay)
+gets draft servers in ``--mode cloud-only``: no fetch init container, no model volume or cache, no
+draft model loaded; they stream the verifier's own generation. The mode is in the environment (a change
+rolls the pods, as it must: one loads a model, the other does not) and, for people and tools, in the
+ConfigMap beside K.
+
 Local clients reach their node's draft server through a Service with ``internalTrafficPolicy: Local``
 rather than a ``hostPort``: host ports are forbidden by the baseline and restricted Pod Security
 Standards we hold every pod to, and they collide with whatever else owns the port on a small device.
@@ -63,9 +69,19 @@ CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
 CONFIG_VOLUME = "speculative-config"
 
 
+def mode(inp: DraftServerInput) -> str:
+    """The draft server's ``--mode``: ``cloud-only`` (no draft model) or ``speculative``."""
+    return "cloud-only" if inp.cloud_only else "speculative"
+
+
 def speculative_config(inp: DraftServerInput) -> str:
-    """The ConfigMap file: ``k`` is re-read by the server; ``verifierUrl`` is for humans and tools."""
-    body = {"k": inp.k, "verifierUrl": verifier_url(inp.owner, inp.spec.verifier.port, inp.verifier_tls)}
+    """The ConfigMap file: ``k`` is re-read by the server; ``mode`` and ``verifierUrl`` are for humans
+    and tools (the server takes its mode from its environment, fixed for the pod's life)."""
+    body = {
+        "k": inp.k,
+        "mode": mode(inp),
+        "verifierUrl": verifier_url(inp.owner, inp.spec.verifier.port, inp.verifier_tls),
+    }
     header = "# Written by the edgespec operator; edits are overwritten.\n"
     return header + yaml.safe_dump(body, sort_keys=True)
 
@@ -89,7 +105,12 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
     temperature = 0.0 if decoding.mode == "greedy" else decoding.temperature
     env = [
         {"name": "HOME", "value": TMP_DIR},
-        {"name": "EDGESPEC_EDGE_DRAFT_MODEL", "value": f"{MODELS_DIR}/{DRAFT_FILE}"},
+        {"name": "EDGESPEC_EDGE_MODE", "value": mode(inp)},
+        *(
+            []
+            if inp.cloud_only
+            else [{"name": "EDGESPEC_EDGE_DRAFT_MODEL", "value": f"{MODELS_DIR}/{DRAFT_FILE}"}]
+        ),
         {"name": "EDGESPEC_EDGE_SERVED_MODEL_NAME", "value": inp.spec.target.name},
         # The URL derives from the deployment's name alone, so it never changes over the object's life.
         {
@@ -128,7 +149,7 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": EDGE_PORT, "protocol": "TCP"}],
         "resources": resources(device_class.resources),
         "volumeMounts": [
-            *model_mounts(inp.model_cache),
+            *([] if inp.cloud_only else model_mounts(inp.model_cache)),
             {"name": TMP_VOLUME, "mountPath": TMP_DIR},
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             token_mount(),
@@ -171,10 +192,23 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
                     "securityContext": pod_security_context(),
                     "nodeSelector": dict(device_class.node_selector),
                     "tolerations": tolerations(device_class.tolerations),
-                    "initContainers": [fetch_init_container(inp.images, source, DRAFT_FILE, inp.model_cache)],
+                    # Cloud-only: no draft model to fetch or keep, so no init container and no cache.
+                    **(
+                        {}
+                        if inp.cloud_only
+                        else {
+                            "initContainers": [
+                                fetch_init_container(inp.images, source, DRAFT_FILE, inp.model_cache)
+                            ]
+                        }
+                    ),
                     "containers": [_container(inp)],
                     "volumes": [
-                        *scratch_volumes(inp.model_cache),
+                        *(
+                            [{"name": TMP_VOLUME, "emptyDir": {}}]
+                            if inp.cloud_only
+                            else scratch_volumes(inp.model_cache)
+                        ),
                         {
                             "name": CONFIG_VOLUME,
                             "configMap": {"name": name, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},

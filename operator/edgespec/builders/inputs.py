@@ -105,6 +105,11 @@ class DraftServerInput(DeploymentInput):
     draft_model: str = Field(min_length=1)
     quantization: str = Field(min_length=1)
     k: int = Field(ge=1, le=64, description="Speculative length; lands only in the ConfigMap.")
+    cloud_only: bool = Field(
+        default=False,
+        description="Cloud-only decoding (selection mode cloudOnly): no draft model is fetched or loaded; "
+        "the servers stream the verifier's own generation.",
+    )
     telemetry: Telemetry | None = Field(default=None, description="None: the servers report nothing.")
 
 

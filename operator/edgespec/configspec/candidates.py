@@ -174,16 +174,18 @@ class Selection:
         """Keyword arguments of the API's ``DeviceClassSelection`` (all but ``selected_at``).
 
         ``fallback_requested``: the deployment asks for cloud-only decoding where speculation does not
-        pay (``spec.cloudOnlyFallback``); the reason then says whether that applies here, and that the
-        edge server cannot serve it yet."""
+        pay (``spec.cloudOnlyFallback``); where it does not pay, as the profiles measured, the class
+        runs cloud-only (``mode``) and the reason says so."""
         reason = self.reason
-        if fallback_requested and self.speculation_pays is False:
+        cloud_only = fallback_requested and self.speculation_pays is False
+        if cloud_only:
             reason += (
-                " spec.cloudOnlyFallback asks for cloud-only decoding where speculation does not pay, as "
-                "here, but the edge server cannot stream the verifier's own generation yet: this class "
-                "keeps speculating with the configuration above."
+                " spec.cloudOnlyFallback: this class runs cloud-only, since speculation does not pay "
+                "here: its draft servers load no draft model and stream the verifier's own generation; "
+                "the configuration above is what it would speculate with."
             )
         return {
+            "mode": "cloudOnly" if cloud_only else "speculative",
             **self.choice.choice_fields(),
             "memory_assumed": self.memory_assumed,
             "no_speculation": None if self.no_speculation is None else self.no_speculation.status_fields(),
