@@ -563,6 +563,10 @@ def _split_at_end(tokens: list[int], is_end: Callable[[int], bool]) -> tuple[lis
     return tokens, False
 
 
+def _never(_token: int) -> bool:
+    return False
+
+
 async def speculative_generate(
     drafter: Drafter,
     client: VerifierClient,
@@ -575,16 +579,18 @@ async def speculative_generate(
     stats: GenerationStats | None = None,
     on_round: Callable[[RoundStats], None] | None = None,
     client_gone: Callable[[], bool] | None = None,
+    ignore_eos: bool = False,
 ) -> AsyncGenerator[list[int], None]:
     """Yield verified tokens, round by round, until ``max_tokens`` or the end of the text.
 
     ``client_gone`` is asked before every round (the first one included): once it says yes the
     generation stops with ``ClientGone``, so an abandoned request costs at most the round in flight.
+    With ``ignore_eos`` the end of the text stops nothing (drafting included): ``max_tokens`` are made.
     """
     stats = stats if stats is not None else GenerationStats()
     stats.prompt_tokens = len(prompt_tokens)
     runtime = drafter.runtime
-    is_end = runtime.is_end_of_generation
+    is_end = _never if ignore_eos else runtime.is_end_of_generation
     rng = np.random.default_rng(sampling.seed)
     context = list(prompt_tokens)
     session_id = uuid.uuid4().hex

@@ -265,6 +265,7 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: with include_usage, the running usage in every chunk
 
 
 class CommonBody(BaseModel):
@@ -280,6 +281,7 @@ class CommonBody(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = Field(default=None)
+    ignore_eos: bool = False  # vLLM's (load generators send it): the end of the text does not stop
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> CommonBody:
@@ -464,7 +466,8 @@ class Generation:
             await self.stream.prepare(self.request)
         chunk = self._envelope([self._choice(text, finish, chunk=True, first=first)], chunk=True)
         if self.include_usage:
-            chunk["usage"] = None
+            options = self.body.stream_options
+            chunk["usage"] = self._usage() if options and options.continuous_usage_stats else None
         await self.stream.write(_sse(chunk))
 
     def _client_gone(self) -> bool:
@@ -505,6 +508,7 @@ class Generation:
             stats=self.stats,
             on_round=self.metrics.record_round,
             client_gone=self._client_gone,
+            ignore_eos=self.body.ignore_eos,
         )
         return await self._respond(tokens, TextAssembler(drafter.runtime.detokenize, self._stops()))
 
@@ -512,6 +516,9 @@ class Generation:
         self, admission: Admission, client: VerifierClient, source: dict[str, Any]
     ) -> web.StreamResponse:
         """Serve the verifier's own generation (cloud-only mode): same API, nothing drafted."""
+        if self.body.ignore_eos:
+            message = "ignore_eos is not supported in cloud-only mode"
+            raise OpenAIError(400, message, code="unsupported_parameter", param="ignore_eos")
         messages = source.get("messages")
         request = GenerateRequest(
             prompt=source.get("text"),
