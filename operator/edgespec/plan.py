@@ -154,18 +154,20 @@ def schedule_profiling(
     resolved: Sequence[ResolvedClass],
     to_profile: Sequence[ProfileKey],
     failed: frozenset[ProfileKey],
+    elsewhere: frozenset[ProfileKey] = frozenset(),
 ) -> list[ProfilingJob]:
     """The Jobs that should exist now: per class at most ``concurrencyPerClass``, spread over its nodes.
 
     Keys whose Job finished are not scheduled again here (the Job's own backoffLimit did the retries;
     a Job that completed is not re-run): when the Job is deleted (its TTL, or a user) the key starts over.
+    Keys another deployment's Job profiles (``elsewhere``) get no Job of this one.
     """
     nodes = {r.name: [n.name for n in r.ready_nodes] for r in resolved}
     per_class: dict[str, int] = {}
     jobs = []
     for key in to_profile:
         cls = key[0]
-        if key in failed or not nodes.get(cls):
+        if key in failed or key in elsewhere or not nodes.get(cls):
             continue
         index = per_class.get(cls, 0)
         if index >= spec.profiling.concurrency_per_class:
@@ -205,6 +207,7 @@ def plan_status(
     stuck_pods: Sequence[StuckPod] = (),
     verifier_endpoint: str | None = None,
     verifier_selector: str | None = None,
+    profiled_elsewhere: Mapping[ProfileKey, str] | None = None,
 ) -> Plan:
     """The complete status for one observation of the world, and the events worth posting.
 
@@ -215,6 +218,9 @@ def plan_status(
     failed (a model that cannot be fetched); the Ready condition quotes why and on which node.
     ``verifier_endpoint``: the verifier Service's URL, reported in the status; ``verifier_selector``:
     its pods' label selector, reported for the scale subresource.
+    ``profiled_elsewhere``: keys another deployment's Job profiles (one Job per key however many
+    deployments need it), with that deployment's ``namespace/name``; ``finished_profiling`` then
+    holds the outcome of that Job for them.
     """
     prev = previous or SpeculativeDeploymentStatus()
     conditions: list[Condition] = []
@@ -304,7 +310,8 @@ def plan_status(
                 "Profiling Jobs are running."
                 if spec.profiling.enabled
                 else "Profiling is disabled: import EdgeProfiles with kubectl apply."
-            ),
+            )
+            + _shared_note(missing, profiled_elsewhere or {}),
         )
     elif len(fresh) < len(have):
         cond(
@@ -448,13 +455,31 @@ def plan_status(
     jobs = (
         []
         if not spec.profiling.enabled
-        else schedule_profiling(spec, resolved, to_profile, frozenset((finished_profiling or {}).keys()))
+        else schedule_profiling(
+            spec,
+            resolved,
+            to_profile,
+            frozenset((finished_profiling or {}).keys()),
+            frozenset((profiled_elsewhere or {}).keys()),
+        )
     )
     return Plan(
         status=status,
         events=events,
         profiling_jobs=jobs,
         requeue_after_s=max(min(timers), 0.0) + 1.0 if timers else None,
+    )
+
+
+def _shared_note(missing: Sequence[ProfileKey], elsewhere: Mapping[ProfileKey, str]) -> str:
+    """Which missing keys the Jobs of other deployments profile (their profiles serve this one too)."""
+    by_owner: dict[str, list[str]] = {}
+    for key in missing:
+        if key in elsewhere:
+            by_owner.setdefault(elsewhere[key], []).append("/".join(key))
+    return "".join(
+        f" {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}: profiled by the Job of {owner}."
+        for owner, keys in sorted(by_owner.items())
     )
 
 

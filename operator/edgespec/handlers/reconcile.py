@@ -55,11 +55,13 @@ from edgespec.handlers.metrics import (
     SELECTION_CHANGES,
     record_predictions,
 )
+from edgespec.handlers.sharing import ProfilingClaims, job_of
 from edgespec.handlers.workqueue import backoff_delay
 from edgespec.plan import (
     ChildRejection,
     Event,
     Plan,
+    ProfileKey,
     Rollout,
     desired_children,
     invalid_quantities,
@@ -167,6 +169,17 @@ class Reconciler:
         self._rejected: dict[Key, dict[Identity, _Rejected]] = {}  # children the API server refused
         self._posted: dict[Key, dict[str, str]] = {}  # per deployment: reason -> last message posted
         self._harvested: dict[tuple[str, str, str], str] = {}  # (namespace, Job, uid) read -> why refused
+        self.claims = ProfilingClaims()  # whose profiling Job serves each shared key
+
+    def _has_job(self, deployment: Key, profile_key: ProfileKey) -> bool:
+        """Whether ``deployment``'s profiling Job for the key exists (applied by us, or seen)."""
+        namespace, name = job_of(deployment, profile_key)
+        identity = ("batch/v1", "Job", namespace, name)
+        return (
+            identity in self._applied.get(deployment, ("", {}))[1]
+            or identity in self.cache.children.get(deployment, {})
+            or (namespace, name) in self.cache.finished_jobs
+        )
 
     async def reconcile(self, key: Key) -> None:
         """One reconcile, timed and counted."""
@@ -234,6 +247,8 @@ class Reconciler:
             c.name: self.cache.workloads.get((namespace, "DaemonSet", draft_name(owner, c.name)), Rollout())
             for c in spec.device_classes
         }
+        # One Job per profile key: the deployments needing it elect whose Job profiles it.
+        profilers = self.claims.profilers(key, spec, self.cache.deployments, self._has_job)
         plan = plan_status(
             spec=spec,
             generation=generation,
@@ -245,13 +260,10 @@ class Reconciler:
             drafts=drafts,
             finished_profiling={
                 profile_key: outcome
-                for profile_key in profile_keys(spec)
-                if (
-                    outcome := self.cache.finished_jobs.get(
-                        (namespace, profiling_job_name(owner, *profile_key))
-                    )
-                )
+                for profile_key, profiler in profilers.items()
+                if (outcome := self.cache.finished_jobs.get(job_of(profiler, profile_key)))
             },
+            profiled_elsewhere={k: "/".join(d) for k, d in profilers.items() if d != key},
             live_samples=self._live_samples(key, spec),
             stuck_pods=await self._stuck_pods(owner, [verifier, *drafts.values()]),
             verifier_endpoint=verifier_url(owner, spec.verifier.port, spec.verifier.tls is not None),
@@ -457,6 +469,8 @@ class Reconciler:
         self.cache.children.pop(key, None)
         for pool_key in [k for k in self.cache.live if k[:2] == key]:
             del self.cache.live[pool_key]
+        for follower in self.claims.forget(key):  # its Jobs are gone: they elect again
+            self.requeue(follower, 0.0)
 
     async def harvest(self, job: dict[str, Any]) -> str:
         """A profiling Job completed: validate its pod's report and publish the EdgeProfile.

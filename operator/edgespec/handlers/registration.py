@@ -255,6 +255,7 @@ async def profiling_job_event(type: str, body: kopf.Body, namespace: str | None,
         if _RECONCILER:
             _RECONCILER[0].job_gone(namespace or "", name)
         _child_deleted(body, namespace, name)
+        _enqueue_followers(_owners(body, namespace))
         return
     if outcome is not None and not outcome.failed and _RECONCILER:
         try:  # a completed profiler's report: validated, then published as an EdgeProfile
@@ -271,6 +272,14 @@ async def profiling_job_event(type: str, body: kopf.Body, namespace: str | None,
         CACHE.finished_jobs[key] = outcome
     for owner in _owners(body, namespace):
         QUEUE.add(owner)
+    _enqueue_followers(_owners(body, namespace))
+
+
+def _enqueue_followers(owners: list[tuple[str, str]]) -> None:
+    """The deployments waiting on these deployments' profiling Jobs: an outcome is theirs too."""
+    for owner in owners:
+        for follower in _RECONCILER[0].claims.followers_of(owner) if _RECONCILER else []:
+            QUEUE.add(follower)
 
 
 def _job_outcome(status: dict[str, Any]) -> JobOutcome | None:
