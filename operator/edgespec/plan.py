@@ -727,12 +727,14 @@ def desired_children(
     yet. K reaches only the ConfigMap, so a change of K alone never restarts a draft server.
     ``verifier_ca`` is the TLS Secret's ``ca.crt`` (spec.verifier.tls), copied for the edge pods.
     """
+    reports = telemetry if spec.adaptation.enabled else None
     common = {
         "owner": owner,
         "spec": spec,
         "images": images,
         "model_cache": model_cache,
         "verifier_ca": verifier_ca,
+        "operator_ca": reports.ca if reports is not None else None,  # the drafts verify where they report
     }
     children = build_verifier(VerifierInput(**common, token=SecretStr(token)))
     children += build_verifier_disruption_budget(DeploymentInput(**common))
@@ -747,7 +749,7 @@ def desired_children(
                 quantization=cls.selection.quantization,
                 k=cls.selection.k,
                 cloud_only=cls.selection.mode == "cloudOnly",
-                telemetry=telemetry if spec.adaptation.enabled else None,
+                telemetry=reports,
             )
         )
     if any(c["kind"] == "DaemonSet" for c in children):

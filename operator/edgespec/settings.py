@@ -48,6 +48,11 @@ class OperatorSettings(BaseSettings):
         default=None, description="PEM certificate: serve /metrics and /v1/telemetry over HTTPS."
     )
     tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA of tls_cert_file: copied to the draft servers, which verify the telemetry "
+        "endpoint against it (chart: metrics.tls.secretName's ca.crt).",
+    )
     telemetry_url: str = Field(
         default="",
         description="URL draft servers push telemetry to (the chart sets its Service's); empty: none.",

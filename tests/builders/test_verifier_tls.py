@@ -141,3 +141,31 @@ def test_a_bad_secret_name_is_refused(spec: SpeculativeDeploymentSpec, name: str
     data["verifier"]["tls"] = {"secretName": name}
     with pytest.raises(ValidationError, match="secretName"):
         SpeculativeDeploymentSpec.model_validate(data)
+
+
+OPERATOR_CA = "-----BEGIN CERTIFICATE-----\nOPERATOR-CA\n-----END CERTIFICATE-----\n"
+
+
+def test_an_https_telemetry_endpoint_is_trusted_through_the_same_ca_config_map(
+    verifier_input: VerifierInput, draft_input: DraftServerInput
+) -> None:
+    """The chart's metrics.tls: draft servers verify the operator too; the bundle holds both CAs."""
+    both = build_verifier(with_tls(verifier_input).model_copy(update={"operator_ca": OPERATOR_CA}))
+    (ca_map,) = [o for o in both if o["kind"] == "ConfigMap"]
+    assert ca_map["data"]["ca.crt"] == CA + OPERATOR_CA
+
+    # the verifier on plain HTTP: the bundle is the operator's CA alone, the verifier URL stays http
+    alone = build_verifier(verifier_input.model_copy(update={"operator_ca": OPERATOR_CA}))
+    (ca_map,) = [o for o in alone if o["kind"] == "ConfigMap"]
+    assert ca_map["data"] == {"ca.crt": OPERATOR_CA}
+    draft = build_draft_daemon_set(draft_input.model_copy(update={"operator_ca": OPERATOR_CA}))
+    (server,) = draft["spec"]["template"]["spec"]["containers"]
+    assert env_of(server)["EDGESPEC_EDGE_CA_FILE"] == CA_FILE
+    assert env_of(server)["EDGESPEC_EDGE_VERIFIER_URL"].startswith("http://")
+    assert CA_DIGEST_ANNOTATION in draft["spec"]["template"]["metadata"]["annotations"]
+    verifier = next(o for o in alone if o["kind"] == "Deployment")
+    assert "--tls-cert-file" not in verifier["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    # the verifier's CA not read yet: nothing is published, even with the operator's at hand
+    waiting = with_tls(verifier_input, ca=None).model_copy(update={"operator_ca": OPERATOR_CA})
+    assert build_verifier_ca_config_map(waiting) is None

@@ -59,10 +59,29 @@ class DeploymentInput(BaseModel):
         "edge pods verify the verifier against; None without TLS or while the Secret is not readable.",
     )
 
+    operator_ca: str | None = Field(
+        default=None,
+        description="PEM CA of the operator's HTTPS telemetry endpoint, when the draft servers report to "
+        "it; copied into the same CA ConfigMap as verifier_ca.",
+    )
+
     @property
     def verifier_tls(self) -> bool:
-        """The verifier serves HTTPS, and edge pods mount the CA ConfigMap and use an https URL."""
+        """The verifier serves HTTPS, and edge pods use an https URL for it."""
         return self.spec.verifier.tls is not None
+
+    @property
+    def edge_trust(self) -> bool:
+        """Edge pods mount the CA ConfigMap: the verifier or the operator's telemetry endpoint is HTTPS."""
+        return self.verifier_tls or self.operator_ca is not None
+
+    def ca_bundle(self) -> str | None:
+        """What edge pods trust: the verifier's CA and the operator's; None while the verifier's is unread."""
+        if self.verifier_tls and self.verifier_ca is None:
+            return None
+        parts = [self.verifier_ca if self.verifier_tls else None, self.operator_ca]
+        pems = [p if p.endswith("\n") else p + "\n" for p in parts if p]
+        return "".join(pems) or None
 
     def device_class(self, name: str) -> DeviceClass:
         for device_class in self.spec.device_classes:
@@ -96,6 +115,7 @@ class Telemetry(BaseModel):
 
     url: str = Field(min_length=1)
     interval_seconds: int = Field(default=30, ge=1)
+    ca: str | None = Field(default=None, description="PEM CA of an https url (the operator's certificate).")
 
 
 class DraftServerInput(DeploymentInput):

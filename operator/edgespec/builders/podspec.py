@@ -246,13 +246,15 @@ class VerifierTrust:
 
 
 def verifier_trust(inp: DeploymentInput) -> VerifierTrust:
-    """With ``spec.verifier.tls``: the CA ConfigMap mounted at ``CA_DIR`` and ``EDGESPEC_EDGE_CA_FILE``
-    pointing at it (the edge then refuses a verifier certificate that does not chain to it)."""
-    if not inp.verifier_tls:
+    """With ``spec.verifier.tls`` (or an HTTPS telemetry endpoint): the CA ConfigMap mounted at ``CA_DIR``
+    and ``EDGESPEC_EDGE_CA_FILE`` pointing at it (the edge then refuses a certificate that does not
+    chain to it)."""
+    if not inp.edge_trust:
         return VerifierTrust()
     annotations = {}
-    if inp.verifier_ca is not None:
-        annotations[CA_DIGEST_ANNOTATION] = hashlib.sha256(inp.verifier_ca.encode()).hexdigest()
+    bundle = inp.ca_bundle()
+    if bundle is not None:
+        annotations[CA_DIGEST_ANNOTATION] = hashlib.sha256(bundle.encode()).hexdigest()
     return VerifierTrust(
         env=[{"name": "EDGESPEC_EDGE_CA_FILE", "value": CA_FILE}],
         mounts=[ca_mount()],

@@ -72,18 +72,20 @@ def build_verifier_secret(inp: VerifierInput) -> dict[str, Any]:
 
 
 def build_verifier_ca_config_map(inp: DeploymentInput) -> dict[str, Any] | None:
-    """The CA edge pods verify the verifier against: ``ca.crt`` of the TLS Secret, and nothing else.
+    """The CAs edge pods verify the cloud against: ``ca.crt`` of the verifier's TLS Secret (and that of
+    the operator's telemetry endpoint when it serves HTTPS), and nothing else.
 
-    None without TLS, or while the handler could not read the CA (the edge pods then wait for the
-    ConfigMap rather than start without it).
+    None without TLS, or while the handler could not read the verifier's CA (the edge pods then wait
+    for the ConfigMap rather than start without it).
     """
-    if not inp.verifier_tls or inp.verifier_ca is None:
+    bundle = inp.ca_bundle() if inp.edge_trust else None
+    if bundle is None:
         return None
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_meta(inp.owner, verifier_ca_name(inp.owner), "verifier"),
-        "data": {CA_KEY: inp.verifier_ca},
+        "data": {CA_KEY: bundle},
     }
 
 

@@ -157,7 +157,11 @@ class Reconciler:
             ModelCache(host_path=settings.model_cache_host_path) if settings.model_cache_host_path else None
         )
         self.telemetry = (
-            Telemetry(url=settings.telemetry_url, interval_seconds=settings.telemetry_interval_seconds)
+            Telemetry(
+                url=settings.telemetry_url,
+                interval_seconds=settings.telemetry_interval_seconds,
+                ca=settings.tls_ca_file.read_text() if settings.tls_ca_file is not None else None,
+            )
             if settings.telemetry_url
             else None
         )
