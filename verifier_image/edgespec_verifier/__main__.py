@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from edgespec.tls import server_context
+from edgespec.tls import CertificateFiles, keep_certificate_fresh, server_context
 
 from edgespec_verifier.server import VerifierSettings, create_app
 
@@ -34,6 +35,15 @@ class Invocation:
             # One clear line and exit code 2: a configuration mistake, not a crash.
             print(f"edgespec-verifier: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+        if tls is not None and settings.tls_cert_file and settings.tls_key_file:
+            files = CertificateFiles(tls, settings.tls_cert_file, settings.tls_key_file)
+
+            async def refresh(_: web.Application) -> AsyncIterator[None]:
+                task = asyncio.create_task(keep_certificate_fresh(files))  # a renewed certificate
+                yield
+                task.cancel()
+
+            app.cleanup_ctx.append(refresh)
         web.run_app(app, host=settings.host, port=settings.port, access_log=None, ssl_context=tls)
 
 

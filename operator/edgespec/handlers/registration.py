@@ -33,7 +33,7 @@ from edgespec.handlers.workqueue import WorkQueue, backoff_delay
 from edgespec.plan import JobOutcome, Rollout
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo, matches, now_utc
-from edgespec.tls import server_context
+from edgespec.tls import CertificateFiles, keep_certificate_fresh, server_context
 
 log = logging.getLogger("edgespec")
 
@@ -72,6 +72,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         app = make_app(CACHE, QUEUE, TokenReviewer(client))
         tls = server_context(SETTINGS.tls_cert_file, SETTINGS.tls_key_file)
         _RUNNERS.append(await serve(app, SETTINGS.http_host, SETTINGS.metrics_port, tls))
+        if tls is not None and SETTINGS.tls_cert_file and SETTINGS.tls_key_file:  # a renewed certificate
+            files = CertificateFiles(tls, SETTINGS.tls_cert_file, SETTINGS.tls_key_file)
+            _TASKS.append(asyncio.create_task(keep_certificate_fresh(files)))
 
 
 async def _prefill(client: AsyncClient) -> None:
