@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -192,6 +192,36 @@ def profiles_for(
     ]
 
 
+DraftRollout = Literal["Surge", "Drain"]
+
+
+def draft_rollout(current_need: int, class_needs: Sequence[int], budget: int | None) -> DraftRollout:
+    """Surge when a node's memory budget holds the chosen draft beside any draft of its class.
+
+    ConfigSpec's estimate (measured memory, else model size + KV cache + overhead) of the chosen
+    draft plus the largest of the class's drafts: whichever draft a node runs now, the two fit side by
+    side while the new pod starts, and so does a re-roll of the same draft (a token rotation). An
+    unknown need or budget proves nothing: Drain."""
+    if budget is None or current_need <= 0 or not class_needs or min(class_needs) <= 0:
+        return "Drain"
+    return "Surge" if current_need + max(class_needs) <= budget else "Drain"
+
+
+def _draft_rollout_of(ranking: Ranking, name: str, selection: DeviceClassSelection) -> DraftRollout:
+    rows = [int(r) for r in ranking.grid.rows_of(name)]
+    need = ranking.need
+    budget = ranking.selections[name].memory_budget_bytes if name in ranking.selections else None
+    if need is None or not rows:
+        return "Drain"
+    current = [
+        int(need[r])
+        for r in rows
+        if (ranking.grid.draft_model[r], ranking.grid.quantization[r])
+        == (selection.draft_model, selection.quantization)
+    ]
+    return draft_rollout(max(current, default=0), [int(need[r]) for r in rows], budget)
+
+
 def plan_status(
     *,
     spec: SpeculativeDeploymentSpec,
@@ -326,6 +356,7 @@ def plan_status(
     selections: dict[str, DeviceClassSelection] = {}
     live_by_class: dict[str, LiveTelemetry] = {}
     prev_sel = {c.name: c.selection for c in prev.device_classes}
+    rollouts: dict[str, DraftRollout] = {c.name: c.rollout for c in prev.device_classes if c.rollout}
     if usable:
         memory = {r.name: r.min_allocatable_memory_bytes for r in resolved if r.min_allocatable_memory_bytes}
         ranking, bases = _ranked(spec, usable, memory)
@@ -355,6 +386,7 @@ def plan_status(
             elif new.selected_at == now:
                 chosen.append(f"{name}: {new.draft_model} {new.quantization} K={new.k}")
             selections[name] = new
+            rollouts[name] = _draft_rollout_of(ranking, name, new)
         if chosen:  # one Event for all classes chosen in this pass; each reason is in the status
             events.append(
                 Event(
@@ -388,6 +420,7 @@ def plan_status(
             ready_drafts=drafts.get(r.name, Rollout()).ready,
             selection=selections.get(r.name),
             live=live_by_class.get(r.name),
+            rollout=rollouts.get(r.name) if r.name in selections else None,
         )
         for r in resolved
     ]
@@ -750,6 +783,7 @@ def desired_children(
                 k=cls.selection.k,
                 cloud_only=cls.selection.mode == "cloudOnly",
                 telemetry=reports,
+                surge=cls.rollout == "Surge",
             )
         )
     if any(c["kind"] == "DaemonSet" for c in children):

@@ -132,3 +132,17 @@ def test_a_cloud_only_class_fetches_and_loads_no_draft_model(draft_input: DraftS
     # Switching mode rolls the pods of the same DaemonSet (one loads a model, the other does not).
     assert template_hash(cloud[1]) != template_hash(speculative[1])
     assert cloud[1]["metadata"]["name"] == speculative[1]["metadata"]["name"]
+
+
+def test_a_draft_change_surges_when_the_node_fits_both_else_drains(draft_input: DraftServerInput) -> None:
+    """Surge: the new pod starts beside the old one, which stays until the new one is ready."""
+    drain = build_draft_daemon_set(draft_input)["spec"]["updateStrategy"]
+    surge = build_draft_daemon_set(with_choice(draft_input, surge=True))["spec"]["updateStrategy"]
+    assert drain == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert surge == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    # Either way a pod is in the node-local Service only once ready (model loaded): the gate that
+    # makes surge gap-free and bounds drain's gap to the new pod's start.
+    (container,) = build_draft_daemon_set(draft_input)["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    ports = container["ports"]
+    assert all("hostPort" not in p for p in ports)  # two pods of a node can run at once

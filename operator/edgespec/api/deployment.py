@@ -471,6 +471,12 @@ class DeviceClassStatus(ApiModel):
         default=None, description="The chosen configuration; absent until profiles allow a choice."
     )
     live: LiveTelemetry | None = Field(default=None, description="Run-time telemetry folded into the choice.")
+    rollout: Literal["Surge", "Drain"] | None = Field(
+        default=None,
+        description="How a draft change rolls on each node: Surge starts the new draft server beside the old "
+        "one (the node's memory fits the chosen draft beside any other of the class by the selection's "
+        "estimate); Drain stops the old one first, and the node's clients wait for the new one to be ready.",
+    )
 
 
 class ProfilingStatus(ApiModel):

@@ -161,6 +161,19 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
     }
 
 
+def update_strategy(surge: bool) -> dict[str, Any]:
+    """How the DaemonSet replaces a node's draft server when its pod template changes.
+
+    Surge (the node's memory fits the old and the new draft): the new pod starts beside the old one,
+    which goes only once the new one is ready (its readiness probe: model loaded), so the node's
+    clients are served throughout; the node-local draft Service sends them to whichever is ready.
+    Drain: the old pod stops first, one node of the class at a time, and the node's clients get no
+    draft server until the new one is ready (the gap docs/operator.md describes)."""
+    if surge:
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
 def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
     """One draft server on every node of the device class, running the chosen draft and quantisation."""
     device_class = inp.device_class(inp.device_class_name)
@@ -180,7 +193,7 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
         "metadata": meta,
         "spec": {
             "selector": {"matchLabels": selector_labels(inp.owner, "draft", device_class.name)},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "updateStrategy": update_strategy(inp.surge),
             "template": {
                 "metadata": {
                     "labels": pod_labels,

@@ -131,6 +131,11 @@ class DraftServerInput(DeploymentInput):
         "the servers stream the verifier's own generation.",
     )
     telemetry: Telemetry | None = Field(default=None, description="None: the servers report nothing.")
+    surge: bool = Field(
+        default=False,
+        description="Roll a draft change by starting the new pod beside the old one (the node's memory "
+        "fits both); False: stop the old pod first.",
+    )
 
 
 class ProfilingJobInput(DeploymentInput):
