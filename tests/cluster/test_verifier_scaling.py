@@ -39,7 +39,8 @@ def test_kubectl_scale_resizes_the_verifier_and_the_sample_hpa_can_drive_it(oper
             "the verifier Deployment with 1 replica",
             lambda: get_object(cluster, "deployment", verifier).get("spec", {}).get("replicas") == 1,
         )
-        service = get_object(cluster, "service", verifier)
+        # the Service is applied beside the Deployment, not necessarily before it
+        service = wait_for("the verifier Service", lambda: get_object(cluster, "service", verifier))
         assert service["spec"]["sessionAffinity"] == "ClientIP"  # the API server kept the affinity
 
         cluster.kubectl("scale", "specdeploy", NAME, "-n", "default", "--replicas=3")
