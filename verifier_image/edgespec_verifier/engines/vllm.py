@@ -21,23 +21,34 @@ the context's last partial block (< ``block_size`` tokens) and then K+1 single-t
 share one block pool, LRU-evicted by vLLM; the engine's session table only bounds bookkeeping
 (``max_sessions``): an evicted session still verifies correctly, from whatever blocks remain cached.
 Exactness: greedy output equals vLLM's own greedy decoding of the target (the tier's test checks it).
+
+**Cloud-only decoding** (``POST /v1/generate``): :meth:`prompt_for` reads the prompt with the target's
+own tokenizer (``AsyncLLM.get_tokenizer()``: ``encode``, and ``apply_chat_template`` where the model
+has a template; Gemma's turn format otherwise, as on llama.cpp) and :meth:`generate_stream` is one
+ordinary ``AsyncLLM.generate`` request with ``RequestOutputKind.DELTA`` outputs, detokenized by vLLM
+(special tokens skipped, as llama.cpp renders them empty), stopping at the model's end-of-sequence
+tokens. Leaving the stream cancels the request on the engine loop, which aborts it in vLLM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import itertools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+from edgespec.wire import SamplingParams as WireSampling
 from edgespec.wire import VerifyRequest
+from edgespec_edge.chat import ChatTemplateFailed, ChatTemplateMissing, Role, gemma_prompt
+from edgespec_edge.prompting import prompt_tokens
 
 from edgespec_verifier.engines import ScoreRows
 
@@ -203,6 +214,93 @@ class VllmEngine:
             probs[token] = np.exp(logprob.logprob)
         result: np.ndarray = probs / probs.sum()
         return result
+
+    # -- cloud-only generation --------------------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return int(self.llm.model_config.get_vocab_size())
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.llm.model_config.max_model_len)
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return list(self.llm.get_tokenizer().encode(text, add_special_tokens=add_bos))
+
+    def _render_chat(self, messages: Sequence[tuple[Role, str]]) -> str:
+        tokenizer = self.llm.get_tokenizer()
+        if getattr(tokenizer, "chat_template", None):
+            chat = [{"role": "system" if r == "developer" else r, "content": t} for r, t in messages]
+            try:
+                return str(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+            except Exception as exc:  # the template raised (roles out of order, say)
+                raise ChatTemplateFailed(
+                    f"the model's chat template refused the messages: {str(exc)[:200]}"
+                ) from None
+        family = str(getattr(self.llm.model_config.hf_config, "model_type", "") or "")
+        if family.startswith("gemma"):
+            return gemma_prompt(messages)
+        raise ChatTemplateMissing(
+            f"the model ({family or 'unknown family'}) has no chat template; use /v1/completions"
+        )
+
+    def prompt_for(
+        self,
+        *,
+        text: str | None = None,
+        messages: Sequence[tuple[Role, str]] | None = None,
+        tokens: Sequence[int] | None = None,
+    ) -> list[int]:
+        """A cloud-only request's prompt in the target's tokens (``PromptError`` when unusable)."""
+        return prompt_tokens(self, self._render_chat, text=text, messages=messages, tokens=tokens)
+
+    async def generate_stream(
+        self, prompt: Sequence[int], max_tokens: int, sampling: WireSampling
+    ) -> AsyncGenerator[tuple[int, str, str | None], None]:
+        """(tokens, text, finish reason) as vLLM generates, awaited from the server's event loop."""
+        room = self.n_ctx - len(prompt)
+        if room <= 0:
+            yield 0, "", "length"
+            return
+        delta = importlib.import_module("vllm.sampling_params").RequestOutputKind.DELTA
+        common: dict[str, Any] = {"max_tokens": min(max_tokens, room), "output_kind": delta}
+        if sampling.greedy:
+            params = self._vllm.SamplingParams(temperature=0.0, **common)
+        else:
+            params = self._vllm.SamplingParams(
+                temperature=sampling.temperature, top_p=1.0, top_k=0, seed=sampling.seed, **common
+            )
+        out_loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, str, str | None] | BaseException] = asyncio.Queue()
+
+        async def produce() -> None:  # on the engine loop
+            try:
+                request = {"prompt_token_ids": list(prompt)}
+                async for output in self.llm.generate(request, params, request_id=f"g{next(self._ids)}"):
+                    piece = output.outputs[0]
+                    count, finish = len(piece.token_ids), None
+                    if output.finished:
+                        finish = "stop" if piece.finish_reason == "stop" else "length"
+                    if finish == "stop" and count:
+                        count -= 1  # the end-of-text token: not part of the text (llama.cpp counts it so)
+                    item = (count, piece.text, finish)
+                    out_loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:
+                with contextlib.suppress(RuntimeError):  # the server's loop may be gone already
+                    out_loop.call_soon_threadsafe(queue.put_nowait, exc)
+                raise
+
+        task = self._submit(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise RuntimeError(f"vLLM generation failed: {type(item).__name__}: {item}")
+                yield item
+                if item[2] is not None:
+                    return
+        finally:
+            task.cancel()  # the client left, or the stream is done: abort the request in vLLM
 
     # -- sessions ---------------------------------------------------------------------------------
     def _touch(self, session_id: str, context_tokens: int, cached_tokens: int) -> None:
