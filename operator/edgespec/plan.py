@@ -39,6 +39,7 @@ from edgespec.builders import (
     Telemetry,
     VerifierInput,
     WorkloadImages,
+    WorkloadResources,
     build_draft_servers,
     build_draft_service,
     build_profiling_job,
@@ -753,6 +754,7 @@ def desired_children(
     telemetry: Telemetry | None = None,
     model_cache: ModelCache | None = None,
     verifier_ca: str | None = None,
+    resources: WorkloadResources | None = None,
 ) -> list[dict[str, Any]]:
     """The verifier objects, and the draft servers of every class that has a selection, in apply order.
 
@@ -768,6 +770,7 @@ def desired_children(
         "model_cache": model_cache,
         "verifier_ca": verifier_ca,
         "operator_ca": reports.ca if reports is not None else None,  # the drafts verify where they report
+        "resources": resources or WorkloadResources(),
     }
     children = build_verifier(VerifierInput(**common, token=SecretStr(token)))
     children += build_verifier_disruption_budget(DeploymentInput(**common))

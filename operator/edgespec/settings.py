@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgespec.builders.inputs import WorkloadResources
+
 
 class OperatorSettings(BaseSettings):
     """What the operator process is configured with."""
@@ -28,6 +30,11 @@ class OperatorSettings(BaseSettings):
         default="ghcr.io/edgespec/verifier-vllm:0.1.0", description="vLLM verifier image."
     )
     image_pull_policy: str = Field(default="IfNotPresent")
+    workload_resources: WorkloadResources = Field(
+        default_factory=WorkloadResources,
+        description="Default requests and limits of the containers the operator makes, as JSON "
+        "(chart: workloadResources); a spec's own resources win per resource name.",
+    )
     field_manager: str = Field(default="edgespec-operator", description="Server-side apply field manager.")
     workers: int = Field(default=4, ge=1, le=64, description="Deployments reconciled concurrently.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -97,3 +97,51 @@ def test_volume_mounts_name_declared_volumes_and_images_come_from_input(all_mani
             for mount in c.get("volumeMounts", []):
                 assert mount["name"] in volumes, (m["metadata"]["name"], mount)
                 assert "subPath" not in mount  # subPath mounts never see ConfigMap/Secret updates
+
+
+def test_every_container_requests_and_limits_cpu_and_memory(all_manifests: Build) -> None:
+    """Init containers and profilers included; a request never exceeds its limit; the spec's win."""
+    from edgespec.builders.podspec import _amount
+
+    checked = 0
+    for m in all_manifests():
+        for c in containers(m):
+            where = f"{m['kind']}/{m['metadata']['name']} {c['name']}"
+            res = c.get("resources") or {}
+            for name in ("cpu", "memory"):
+                request, limit = res.get("requests", {}).get(name), res.get("limits", {}).get(name)
+                assert request is not None and limit is not None, f"{where}: no {name} request and limit"
+                assert _amount(request) <= _amount(limit), (
+                    f"{where}: {name} request {request} > limit {limit}"
+                )
+            checked += 1
+            labels = m["metadata"]["labels"]
+            if (m["kind"], labels.get("edgespec.dev/device-class"), c["name"]) == (
+                "DaemonSet",
+                "rpi5",
+                "draft-server",
+            ):
+                # the class's own resources, untouched by the defaults
+                assert res == {
+                    "requests": {"cpu": "2", "memory": "1Gi"},
+                    "limits": {"cpu": "4", "memory": "2Gi"},
+                }
+    assert checked == 7
+
+
+def test_a_spec_naming_a_resource_keeps_it_and_defaults_fill_the_rest() -> None:
+    from edgespec.api.deployment import Resources
+    from edgespec.builders.podspec import resources
+
+    defaults = Resources(requests={"cpu": "500m", "memory": "512Mi"}, limits={"cpu": "4", "memory": "4Gi"})
+    assert resources(Resources(), defaults) == defaults.model_dump()
+    # a request above the default limit raises the limit to it; an unnamed resource takes the defaults
+    assert resources(Resources(requests={"memory": "8Gi"}), defaults) == {
+        "requests": {"memory": "8Gi", "cpu": "500m"},
+        "limits": {"memory": "8Gi", "cpu": "4"},
+    }
+    # a limit below the default request lowers the request to it
+    assert resources(Resources(limits={"cpu": "250m"}), defaults)["requests"]["cpu"] == "250m"
+    assert resources(Resources(limits={"cpu": "2"}), defaults)["requests"]["cpu"] == "500m"
+    # GPUs are request and limit alike
+    assert resources(Resources(), defaults, {"nvidia.com/gpu": 2})["limits"]["nvidia.com/gpu"] == 2

@@ -253,6 +253,23 @@ def test_operator_settings_read_every_variable_the_chart_sets() -> None:
     assert set_by_value - fields == set(), "the chart sets variables the operator never reads"
 
 
+def test_workload_resources_reach_the_operator_as_the_builders_defaults() -> None:
+    """The chart's workloadResources are what the operator applies (and its code defaults the same)."""
+    from edgespec.builders import WorkloadResources
+
+    def settings(values: dict[str, Any]) -> OperatorSettings:
+        docs = [d for d in yaml.safe_load_all(template(values).stdout) if d]
+        env = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+        value = next(e["value"] for e in env if e["name"] == "EDGESPEC_WORKLOAD_RESOURCES")
+        return OperatorSettings.model_validate({"workload_resources": json.loads(value)})
+
+    assert settings({}).workload_resources == WorkloadResources()
+    changed = settings({"workloadResources.fetch.limits.memory": "3Gi"}).workload_resources
+    assert changed.fetch.limits == {"cpu": "1", "memory": "3Gi"}
+
+
 def test_the_readme_is_what_helm_docs_makes_of_the_values() -> None:
     from edgespec_dev import chartdocs
 

@@ -20,6 +20,7 @@ from edgespec.builders.inputs import (
     Telemetry,
     VerifierInput,
     WorkloadImages,
+    WorkloadResources,
 )
 from edgespec.builders.naming import Owner, common_labels, owner_reference, verifier_url
 from edgespec.builders.profiling import (
@@ -42,6 +43,7 @@ __all__ = [
     "Telemetry",
     "VerifierInput",
     "WorkloadImages",
+    "WorkloadResources",
     "build_draft_config_map",
     "build_draft_daemon_set",
     "build_draft_servers",

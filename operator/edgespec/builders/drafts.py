@@ -147,7 +147,7 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
         "args": ["serve"],
         "env": env,
         "ports": [{"name": "http", "containerPort": EDGE_PORT, "protocol": "TCP"}],
-        "resources": resources(device_class.resources),
+        "resources": resources(device_class.resources, inp.resources.draft_server),
         "volumeMounts": [
             *([] if inp.cloud_only else model_mounts(inp.model_cache)),
             {"name": TMP_VOLUME, "mountPath": TMP_DIR},
@@ -211,7 +211,9 @@ def build_draft_daemon_set(inp: DraftServerInput) -> dict[str, Any]:
                         if inp.cloud_only
                         else {
                             "initContainers": [
-                                fetch_init_container(inp.images, source, DRAFT_FILE, inp.model_cache)
+                                fetch_init_container(
+                                    inp.images, source, DRAFT_FILE, inp.model_cache, inp.resources
+                                )
                             ]
                         }
                     ),

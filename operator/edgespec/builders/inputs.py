@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.alias_generators import to_camel
 
-from edgespec.api.deployment import DeviceClass, DraftQuantization, SpeculativeDeploymentSpec
+from edgespec.api.deployment import DeviceClass, DraftQuantization, Resources, SpeculativeDeploymentSpec
 from edgespec.builders.naming import Owner
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -26,6 +27,45 @@ class WorkloadImages(BaseModel):
     verifier: str = Field(min_length=1, description="Verifier with the llama.cpp engine (CPU).")
     vllm: str = Field(min_length=1, description="Verifier with the vLLM engine (GPU).")
     pull_policy: PullPolicy = "IfNotPresent"
+
+
+def _resources(cpu: tuple[str, str], memory: tuple[str, str]) -> Resources:
+    return Resources(
+        requests={"cpu": cpu[0], "memory": memory[0]}, limits={"cpu": cpu[1], "memory": memory[1]}
+    )
+
+
+def _edge_server() -> Resources:
+    """A draft server's defaults, and a profiler's (it measures one)."""
+    return _resources(("500m", "4"), ("512Mi", "4Gi"))
+
+
+class WorkloadResources(BaseModel):
+    """Default requests and limits of every container the operator makes (chart: ``workloadResources``).
+
+    A spec's own resources (``spec.verifier.resources``, ``spec.deviceClasses[].resources``) win, per
+    resource name (see ``podspec.resources``). Model fetch init containers have no spec field: theirs
+    are these. The defaults here are the chart's.
+    """
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    fetch: Resources = Field(
+        default_factory=lambda: _resources(("100m", "1"), ("128Mi", "1Gi")),
+        description="Model fetch init containers (download, sha256, copy into the node cache).",
+    )
+    draft_server: Resources = Field(
+        default_factory=_edge_server,
+        description="Draft servers (their thread count follows the CPU limit unless a class sets threads).",
+    )
+    profiler: Resources = Field(
+        default_factory=_edge_server,
+        description="Profiling Jobs (as the draft server: they measure it).",
+    )
+    verifier: Resources = Field(
+        default_factory=lambda: _resources(("1", "8"), ("2Gi", "16Gi")),
+        description="Verifiers (GPUs come from spec.verifier.gpus).",
+    )
 
 
 class ModelCache(BaseModel):
@@ -52,6 +92,9 @@ class DeploymentInput(BaseModel):
     owner: Owner
     spec: SpeculativeDeploymentSpec
     images: WorkloadImages
+    resources: WorkloadResources = Field(
+        default_factory=WorkloadResources, description="Default requests and limits of every container."
+    )
     model_cache: ModelCache | None = Field(default=None, description="None: each pod fetches its own models.")
     verifier_ca: str | None = Field(
         default=None,

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from edgespec.api.deployment import ModelSource, Resources, Toleration
-from edgespec.builders.inputs import DeploymentInput, ModelCache, WorkloadImages
+from edgespec.builders.inputs import DeploymentInput, ModelCache, WorkloadImages, WorkloadResources
 from edgespec.builders.naming import verifier_ca_name
 from edgespec.live import TELEMETRY_AUDIENCE, TELEMETRY_TOKEN_SECONDS
+from edgespec.status import parse_quantity
 
 RUN_AS_USER = 65532
 """The distroless ``nonroot`` uid; the images own nothing they need to write at run time."""
@@ -92,11 +94,39 @@ def tolerations(items: list[Toleration]) -> list[dict[str, Any]]:
     return [t.to_api() for t in items]
 
 
-def resources(spec: Resources, extra_limits: dict[str, int | str] | None = None) -> dict[str, Any]:
-    """Container resources; ``extra_limits`` (such as GPUs) are set as both request and limit."""
+def _amount(quantity: object) -> Decimal:
+    """A quantity as a number, millicores included (``parse_quantity`` rounds ``500m`` down to 0)."""
+    text = str(quantity).strip()
+    if text.endswith("m"):
+        return Decimal(text[:-1]) / 1000
+    return Decimal(parse_quantity(text))
+
+
+def resources(
+    spec: Resources, defaults: Resources | None = None, extra_limits: dict[str, int | str] | None = None
+) -> dict[str, Any]:
+    """Container resources: the spec's, completed from ``defaults`` (the chart's) per resource name.
+
+    A resource the spec does not mention takes the default request and limit. One it mentions keeps
+    the spec's values; a missing limit becomes the larger of the default limit and the request, a
+    missing request the smaller of the default request and the limit (so a request never exceeds its
+    limit). ``extra_limits`` (such as GPUs) are set as both request and limit.
+    """
     out: dict[str, Any] = {}
-    requests = dict(spec.requests)
-    limits = dict(spec.limits)
+    requests: dict[str, Any] = dict(spec.requests)
+    limits: dict[str, Any] = dict(spec.limits)
+    defaults = defaults or Resources()
+    for name in sorted(set(defaults.requests) | set(defaults.limits)):
+        default_request, default_limit = defaults.requests.get(name), defaults.limits.get(name)
+        if name not in requests and name not in limits:
+            if default_request is not None:
+                requests[name] = default_request
+            if default_limit is not None:
+                limits[name] = default_limit
+        elif name not in limits and default_limit is not None:
+            limits[name] = max(default_limit, requests[name], key=_amount)
+        elif name not in requests and default_request is not None:
+            requests[name] = min(default_request, limits[name], key=_amount)
     for name, amount in (extra_limits or {}).items():
         requests[name] = amount  # extended resources must request exactly what they limit
         limits[name] = amount
@@ -120,7 +150,11 @@ def threads_env(name: str, container: str, threads: int | None) -> dict[str, Any
 
 
 def fetch_init_container(
-    images: WorkloadImages, source: ModelSource, file_name: str, cache: ModelCache | None
+    images: WorkloadImages,
+    source: ModelSource,
+    file_name: str,
+    cache: ModelCache | None,
+    defaults: WorkloadResources,
 ) -> dict[str, Any]:
     """Init container placing a GGUF at ``MODELS_DIR/file_name`` (checked against sha256).
 
@@ -151,6 +185,7 @@ def fetch_init_container(
         "command": EDGE_COMMAND,
         "args": args,
         "env": env,
+        "resources": resources(Resources(), defaults.fetch),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),

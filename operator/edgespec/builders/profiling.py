@@ -123,7 +123,7 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
             threads_env("EDGESPEC_EDGE_N_THREADS", CONTAINER, device_class.threads),
             {"name": "EDGESPEC_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         ],
-        "resources": resources(device_class.resources),
+        "resources": resources(device_class.resources, inp.resources.profiler),
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
         "terminationMessagePath": REPORT_FILE,
@@ -155,7 +155,9 @@ def build_profiling_job(inp: ProfilingJobInput) -> dict[str, Any]:
                     "nodeSelector": dict(device_class.node_selector),
                     "affinity": pin_to_node,
                     "tolerations": tolerations(device_class.tolerations),
-                    "initContainers": [fetch_init_container(inp.images, source, DRAFT_FILE, inp.model_cache)],
+                    "initContainers": [
+                        fetch_init_container(inp.images, source, DRAFT_FILE, inp.model_cache, inp.resources)
+                    ],
                     "containers": [container],
                     "volumes": volumes,
                 },

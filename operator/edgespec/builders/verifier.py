@@ -150,7 +150,7 @@ def _container(inp: VerifierInput) -> dict[str, Any]:
         "args": args,
         "env": env,
         "ports": [{"name": "http", "containerPort": verifier.port, "protocol": "TCP"}],
-        "resources": resources(verifier.resources, gpus),
+        "resources": resources(verifier.resources, inp.resources.verifier, gpus),
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
         **http_probes(tls=inp.verifier_tls),
@@ -171,7 +171,9 @@ def build_verifier_deployment(inp: VerifierInput) -> dict[str, Any]:
         # vLLM's workers share tensors through /dev/shm, which is 64 MiB by default in a container
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     elif inp.spec.target.gguf is not None:
-        init_containers.append(fetch_init_container(inp.images, inp.spec.target.gguf, TARGET_FILE, cache))
+        init_containers.append(
+            fetch_init_container(inp.images, inp.spec.target.gguf, TARGET_FILE, cache, inp.resources)
+        )
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the verifier never talks to the API server
         "securityContext": pod_security_context(),

@@ -342,6 +342,7 @@ class Reconciler:
             telemetry=self.telemetry,
             model_cache=self.model_cache,
             verifier_ca=verifier_ca,
+            resources=self.settings.workload_resources,
         )
         uid, applied = self._applied.get(key, (owner.uid, {}))
         if uid != owner.uid:  # a new object under an old name: nothing of the old one counts
