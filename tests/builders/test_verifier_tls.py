@@ -67,6 +67,8 @@ def test_the_verifier_serves_https_from_the_secret(verifier_input: VerifierInput
         assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scheme"] == "https"
+    service = next(o for o in objects if o["kind"] == "Service")
+    assert service["spec"]["ports"][0]["appProtocol"] == "https"
 
 
 def test_without_tls_nothing_changes(verifier_input: VerifierInput, draft_input: DraftServerInput) -> None:
@@ -75,6 +77,7 @@ def test_without_tls_nothing_changes(verifier_input: VerifierInput, draft_input:
     (container,) = objects[1]["spec"]["template"]["spec"]["containers"]
     assert "--tls-cert-file" not in container["args"]
     assert "scheme" not in container["readinessProbe"]["httpGet"]
+    assert "appProtocol" not in objects[2]["spec"]["ports"][0]
     draft = build_draft_daemon_set(draft_input)
     (server,) = draft["spec"]["template"]["spec"]["containers"]
     assert env_of(server)["EDGESPEC_EDGE_VERIFIER_URL"].startswith("http://")

@@ -221,7 +221,16 @@ def build_verifier_service(inp: VerifierInput) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(inp.owner, "verifier"),
-            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {
+                    "name": "http",
+                    "port": port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    # meshes and gateways then speak TLS to it rather than plain HTTP
+                    **({"appProtocol": "https"} if inp.verifier_tls else {}),
+                }
+            ],
             "sessionAffinity": "ClientIP",
             "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": AFFINITY_TIMEOUT_S}},
         },
