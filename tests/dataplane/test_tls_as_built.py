@@ -257,9 +257,11 @@ def as_built(
 
 
 def start_draft_server(
-    as_built: dict[str, Any], objects: dict[tuple[str, str], dict[str, Any]]
+    as_built: dict[str, Any],
+    objects: dict[tuple[str, str], dict[str, Any]],
+    built: list[dict[str, Any]] | None = None,
 ) -> tuple[str, Any]:
-    daemon_set = next(o for o in as_built["built"] if o["kind"] == "DaemonSet")
+    daemon_set = next(o for o in (built or as_built["built"]) if o["kind"] == "DaemonSet")
     pod = daemon_set["spec"]["template"]["spec"]
     port = free_port()
     kubelet = Kubelet(as_built["root"] / f"edge-{port}", objects, as_built["kubelet"].models)
@@ -310,3 +312,30 @@ async def test_the_profilers_wait_trusts_the_ca_and_refuses_another(
     rogue = as_built["root"] / "rogue-ca.crt"
     with pytest.raises(SystemExit, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         await wait_for_verifier(as_built["url"], timeout_s=0.5, poll_s=0.1, ca_file=rogue)
+
+
+def test_a_cloud_only_draft_server_as_built_streams_the_verifiers_generation(
+    as_built: dict[str, Any],
+) -> None:
+    """The class's draft servers as built for cloud-only decoding: no model file anywhere in the pod,
+    the request served by the verifier's generate endpoint, over HTTPS checked against the CA."""
+    port = int(as_built["url"].rsplit(":", 1)[1])
+    built = build_draft_servers(
+        DraftServerInput(
+            owner=OWNER,
+            spec=spec(port),
+            images=IMAGES,
+            verifier_ca=as_built["pki"].read_text(),
+            device_class_name="rpi5",
+            draft_model="b16",
+            quantization="Q4_K_M",
+            k=2,
+            cloud_only=True,
+        )
+    )
+    objects = {**as_built["objects"], **{(o["kind"], o["metadata"]["name"]): o for o in built}}
+    base, _ = start_draft_server(as_built, objects, built)
+    status, body = post(f"{base}/v1/completions", {"prompt": "The capital of France is", "max_tokens": 6})
+    assert status == 200, body
+    assert body["usage"]["completion_tokens"] == 6 and "speculative" not in body
+    assert get(f"{base}/readyz") == (200, {"status": "ready", "mode": "cloud-only"})
