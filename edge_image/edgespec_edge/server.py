@@ -331,6 +331,8 @@ async def read_body(request: web.Request, kind: type[CommonBody]) -> CommonBody:
     raw = await request.read()
     try:
         data = json.loads(raw)
+        # A lone surrogate escape ("\ud800") parses but is no text: no tokenizer or peer can take it.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeDecodeError):
         raise OpenAIError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):

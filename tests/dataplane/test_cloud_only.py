@@ -194,11 +194,13 @@ async def test_cloud_only_and_speculative_edges_answer_alike(
             {"prompt": ["a", "b"], "max_tokens": 4},
             {"prompt": "a", "max_tokens": 4, "logprobs": 3},
             {"prompt": "a", "model": "other"},
+            {"prompt": "a\ud800b", "max_tokens": 4},  # a lone surrogate: valid JSON, no text
         ]
         for path, body in [("/v1/chat/completions", chat), *[("/v1/completions", b) for b in bad_requests]]:
             got = await cloud_edge.post(path, json=body)
             want = await speculative.post(path, json=body)
             assert got.status == want.status, body
+            assert got.status < 500, body  # bad input is the client's error, in either mode
             answer, reference = await got.json(), await want.json()
             if got.status == 200:
                 assert answer["choices"] == reference["choices"]
