@@ -132,7 +132,21 @@ VERIFY = {
         },
     ),
 }
+GENERATE = {  # cloud-only decoding: the target generates alone (max_tokens 1-2 when valid)
+    "version": VERIFY["version"],
+    "prompt": st.one_of(st.text(max_size=12), st.sampled_from(["", "a\ud800b"])),
+    "messages": st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "system", "assistant", "tool"]), "content": st.text(max_size=8)}
+        ),
+        max_size=2,
+    ),
+    "tokens": TOKENS,
+    "max_tokens": st.integers(min_value=-1, max_value=2),
+    "sampling": VERIFY["sampling"],
+}
 VERIFIER_REQUESTS = st.one_of(
+    st.tuples(st.just("POST"), st.just("/v1/generate"), body(GENERATE)),
     st.tuples(st.just("POST"), st.just("/v1/verify"), body(VERIFY)),
     st.tuples(st.just("POST"), st.just("/v1/verify"), body(VERIFY)),
     st.tuples(
@@ -142,7 +156,9 @@ VERIFIER_REQUESTS = st.one_of(
     ),
     st.tuples(
         st.sampled_from(["GET", "POST", "DELETE", "PUT"]),
-        st.sampled_from(["/v1/sessions/a", "/v1/sessions/zz", "/v1/ping", "/readyz", "/v1/verify", "/v9"]),
+        st.sampled_from(
+            ["/v1/sessions/a", "/v1/sessions/zz", "/v1/ping", "/readyz", "/v1/verify", "/v1/generate", "/v9"]
+        ),
         st.binary(max_size=16),
     ),
 )
@@ -288,6 +304,7 @@ def test_fuzz_verifier_api(servers: Servers) -> None:
     statuses = fuzz(VERIFIER_REQUESTS, sender, _check_memory(servers, marks))
     assert sum(statuses.values()) >= REQUESTS
     assert statuses[200] > 100, statuses
+    assert servers.metric(servers.verifier_port, "edgespec_verifier_generated_tokens_total") > 0  # reached
     assert servers.metric(servers.verifier_port, "edgespec_verifier_sessions") <= 4  # LRU-bounded
     assert sender.send("GET", "/readyz", b"")[0] == 200
     assert servers.metric(servers.verifier_port, "edgespec_verifier_queue_depth") == 0
