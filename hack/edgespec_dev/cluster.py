@@ -282,6 +282,34 @@ class Cluster:
             (self.data_dir / "pids.json").unlink()
         return stopped
 
+    def restart(
+        self, components: Sequence[str], *, die_with_parent: bool = True, timeout_s: float = 60.0
+    ) -> None:
+        """Stop ``components`` (etcd and/or kube-apiserver; SIGTERM, then SIGKILL) and start them again
+        on the same ports, data and certificates: what a control-plane upgrade or crash looks like to
+        clients. The API server stops before etcd and starts after it."""
+        unknown = set(components) - {"etcd", "kube-apiserver"}
+        if unknown:
+            raise ValueError(f"restart supports etcd and kube-apiserver, not {sorted(unknown)}")
+        order = [c for c in ("kube-apiserver", "etcd") if c in components]
+        for component in order:
+            self._stop_components([component])
+        ports = self.ports
+        deadline = time.monotonic() + timeout_s
+        if "etcd" in components:
+            self._spawn("etcd", [str(tools.ensure("etcd")), *self._etcd_args(ports)], die_with_parent)
+            self._wait_http("etcd", f"http://127.0.0.1:{ports.etcd_client}/health", None, deadline)
+        if "kube-apiserver" in components:
+            binary = str(tools.ensure("kube-apiserver"))
+            self._spawn("kube-apiserver", [binary, *self._apiserver_args(ports)], die_with_parent)
+        self._wait_http(
+            "kube-apiserver",
+            f"https://{self.api_host}:{ports.apiserver}/readyz",
+            self._admin_ssl_context(),
+            deadline,
+        )
+        _say(f"cluster {self.name!r}: restarted {', '.join(reversed(order))}")
+
     def _stop_components(self, components: Sequence[str], timeout_s: float = 15.0) -> list[str]:
         """Stop the named components (SIGTERM to the process group, SIGKILL after ``timeout_s``)."""
         records = self._read_pids()
