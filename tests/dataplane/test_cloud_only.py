@@ -9,6 +9,7 @@ generate endpoint to one clear 400 per bad input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,11 +20,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from edgespec_edge.config import EdgeSettings
 from edgespec_edge.llama_kv import LlamaRuntime
 from edgespec_edge.loop import VerifierClient
+from edgespec_edge.server import METRICS as EDGE_METRICS
+from edgespec_edge.server import STATE as EDGE_STATE
 from edgespec_edge.server import create_app
+from edgespec_verifier.auth import TokenSource
 from edgespec_verifier.engines.llamacpp import LlamaCppEngine
+from edgespec_verifier.server import METRICS as VERIFIER_METRICS
+from edgespec_verifier.server import VerifierSettings
+from edgespec_verifier.server import create_app as create_verifier_app
 from prometheus_client import CollectorRegistry
 
-from .conftest import PROMPTS, TOKEN, target_greedy
+from .conftest import PROMPTS, TOKEN, ServedAsInProduction, target_greedy
+from .test_edge_resilience import _until
 
 pytestmark = pytest.mark.models
 
@@ -220,3 +228,42 @@ async def test_cloud_only_edge_names_an_unreachable_verifier() -> None:
         error = (await response.json())["error"]
         assert error["code"] == "verifier_refused"
         assert "127.0.0.1:9" in error["message"]
+
+
+async def test_a_client_that_leaves_stops_the_verifiers_generation(engine: LlamaCppEngine) -> None:
+    """Both servers as under ``run_app`` (handlers are not cancelled): the edge notices the client is
+    gone at the next piece and closes its stream; the verifier notices at its next step."""
+    verifier_app = create_verifier_app(
+        VerifierSettings(), registry=CollectorRegistry(), engine=engine, tokens=TokenSource(token=TOKEN)
+    )
+    verifier = ServedAsInProduction(verifier_app, host="127.0.0.1")
+    await verifier.start_server()
+    client = VerifierClient(str(verifier.make_url("")), TOKEN, retry_budget_s=1.0)
+    settings = EdgeSettings(mode="cloud-only", max_concurrent=1, max_queue=0)
+    edge = ServedAsInProduction(
+        create_app(settings, registry=CollectorRegistry(), client=client), host="127.0.0.1"
+    )
+    await edge.start_server()
+    generated = verifier_app[VERIFIER_METRICS].generated
+    sessions_before = engine.session_count()
+    try:
+        async with ClientSession() as http:
+            response = await http.post(
+                edge.make_url("/v1/completions"),
+                json={"prompt": PROMPTS[2], "max_tokens": 400, "stream": True},
+            )
+            assert response.status == 200
+            await response.content.readline()  # the first text arrived
+            response.close()  # the client goes away
+        at_disconnect = generated._value.get()
+        admission = edge.app[EDGE_STATE]["admission"]
+        await _until(lambda: admission.busy == 0, "the edge's slot is freed")
+        await _until(lambda: engine.session_count() <= sessions_before, "the verifier's session is closed")
+        settled = generated._value.get()
+        await asyncio.sleep(0.5)
+        assert generated._value.get() == settled < 400  # stopped, long before max_tokens
+        assert settled - at_disconnect <= 5  # within a few steps of the client leaving
+        assert edge.app[EDGE_METRICS].cancelled._value.get() == 1
+    finally:
+        await edge.close()
+        await verifier.close()
