@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from edgespec.api.deployment import DeviceClassSelection, DeviceClassStatus, SpeculativeDeploymentStatus
+from edgespec.api.deployment import (
+    DeviceClassSelection,
+    DeviceClassStatus,
+    NoSpeculation,
+    SpeculativeDeploymentStatus,
+)
 from edgespec.handlers.metrics import REGISTRY, record_predictions
 
 
@@ -45,3 +50,21 @@ def test_gauges_carry_each_selected_class_and_drop_what_went_away() -> None:
 
     record_predictions("team-a", "demo", None)  # the deployment was deleted
     assert _sample("edgespec_predicted_goodput_tokens_per_second", "jetson") is None
+
+
+def test_a_cloud_only_class_reports_the_target_alone_it_serves() -> None:
+    alone = NoSpeculation(
+        predicted_goodput_tokens_per_s=90.0, predicted_tokens_per_usd=5e6, predicted_joules_per_token=0.0
+    )
+    status = _status(rpi5=20.0)
+    selection = status.device_classes[0].selection
+    assert selection is not None
+    selection.no_speculation = alone
+    selection.mode = "cloudOnly"
+    record_predictions("team-a", "demo", status)
+    assert _sample("edgespec_predicted_goodput_tokens_per_second", "rpi5") == 90.0
+    assert _sample("edgespec_predicted_joules_per_token", "rpi5") == 0.0
+    selection.mode = "speculative"  # the same verdict, only reported: the speculative choice is served
+    record_predictions("team-a", "demo", status)
+    assert _sample("edgespec_predicted_goodput_tokens_per_second", "rpi5") == 20.0
+    record_predictions("team-a", "demo", None)

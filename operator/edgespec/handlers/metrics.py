@@ -4,14 +4,15 @@ Names follow Prometheus conventions (``_total`` counters, base units). API reque
 the operator makes them (``edgespec.handlers.kube``); the watch streams kopf keeps open are not. The
 ``edgespec_predicted_*`` gauges carry what ConfigSpec predicted for each class's chosen configuration,
 set from the status the reconcile writes, so a dashboard can set them against what the draft servers
-measure. Their namespace label is ``deployment_namespace``: a scrape adds its own ``namespace``.
+measure; for a class running cloud-only they are the target decoding alone's, which is what it serves.
+Their namespace label is ``deployment_namespace``: a scrape adds its own ``namespace``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from edgespec.api.deployment import SpeculativeDeploymentStatus
+from edgespec.api.deployment import DeviceClassSelection, NoSpeculation, SpeculativeDeploymentStatus
 
 REGISTRY = CollectorRegistry()
 
@@ -86,8 +87,12 @@ def record_predictions(namespace: str, name: str, status: SpeculativeDeploymentS
             gauge.remove(namespace, name, gone)
     for device_class, choice in selected.items():
         labels = (namespace, name, device_class)
-        PREDICTED_GOODPUT.labels(*labels).set(choice.predicted_goodput_tokens_per_s)
-        PREDICTED_TOKENS_PER_USD.labels(*labels).set(choice.predicted_tokens_per_usd)
-        PREDICTED_JOULES_PER_TOKEN.labels(*labels).set(choice.predicted_joules_per_token)
+        # A class running cloud-only serves the target decoding alone: its prediction is what counts.
+        served: DeviceClassSelection | NoSpeculation = choice
+        if choice.mode == "cloudOnly" and choice.no_speculation is not None:
+            served = choice.no_speculation
+        PREDICTED_GOODPUT.labels(*labels).set(served.predicted_goodput_tokens_per_s)
+        PREDICTED_TOKENS_PER_USD.labels(*labels).set(served.predicted_tokens_per_usd)
+        PREDICTED_JOULES_PER_TOKEN.labels(*labels).set(served.predicted_joules_per_token)
     if selected:
         _PREDICTED_CLASSES[(namespace, name)] = set(selected)
