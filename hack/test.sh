@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): lint, types, generated-file drift, then every test tier:
 # unit, ConfigSpec, builders, cluster (real kube-apiserver + KWOK nodes), data plane (real models),
-# and the vLLM tier (vLLM's CPU build verifying with the real target, in its own venv).
+# the end-to-end scenario (a real node, the images, the chart), and the vLLM tier (vLLM's CPU build
+# verifying with the real target, in its own venv).
 source "$(dirname "$0")/env.sh"
 echo "==> building or reusing the control-plane binaries (first run: ~11 min of Go builds)"
 python -m edgespec_dev.tools ensure all
@@ -22,6 +23,8 @@ python hack/make_illustrative_profiles.py --check
 echo "==> helm lint --strict"
 "$(python -m edgespec_dev.tools ensure helm | cut -d' ' -f2)" lint --strict charts/edgespec
 echo "==> pytest"
-python -m pytest -p no:cacheprovider -ra --ignore=tests/vllm_engine "$@"
+python -m pytest -p no:cacheprovider -ra --ignore=tests/vllm_engine --ignore=tests/e2e/test_scenario.py "$@"
+echo "==> end-to-end tier (a real node, the images, the operator by Helm; docs/e2e.md)"
+source "$(dirname "$0")/e2e-tier.sh"
 echo "==> vLLM tier (vLLM's CPU build in its own venv; docs/vllm.md)"
 bash hack/vllm/test.sh

@@ -3,7 +3,8 @@
 ``python -m edgespec_dev.e2e up [--name e2e]`` is what ``make test`` (the e2e tier) and ``make demo``
 run first. In order, each step with progress and its time:
 
-1. the local control plane and KWOK fleet with one real kubelet node (:mod:`edgespec_dev.realnode`,
+1. the local control plane (from an empty etcd: nothing of an earlier run survives in the API) and
+   KWOK fleet with one real kubelet node (:mod:`edgespec_dev.realnode`,
    fenced by :mod:`edgespec_dev.netguard`);
 2. the operator, edge and CPU verifier images built from the Dockerfiles (:mod:`edgespec_dev.images`)
    and imported into the node's containerd;
@@ -163,6 +164,10 @@ def up(name: str) -> Path:
     """Start (fresh) the cluster ``name`` with a real node, load images, seed models, install the chart."""
     cluster = Cluster(default_data_dir(name), name, real_node=RealNodeOptions())
     _step("stopping an earlier cluster of this name", cluster.stop)
+    # A fresh API state every time: an earlier run's operator Deployment, Jobs or deployments kept
+    # in etcd would act (with their old images) before the new chart replaces them. The PKI, the
+    # node's containerd images and the model cache are kept, so this costs nothing measurable.
+    shutil.rmtree(cluster.data_dir / "etcd", ignore_errors=True)
     built = _step("building or reusing the images", images.ensure_all)
     _step(
         "starting the control plane, the KWOK fleet and the real node", lambda: cluster.start(timeout_s=300)

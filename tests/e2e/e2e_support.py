@@ -13,7 +13,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,14 @@ LABEL_DEVICE_CLASS = "edgespec.dev/device-class"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 # Generous bounds for a shared 2-core machine: they stop a stuck run, they do not measure speed.
-PROFILE_TIMEOUT_S = float(os.environ.get("EDGESPEC_E2E_PROFILE_TIMEOUT", 900))
+# Profiling is bounded by the sample itself: its Jobs run one at a time per class
+# (profiling.concurrencyPerClass), each within profiling.timeoutSeconds.
+PROMPTS_CONFIG_MAP = "e2e-profiling-prompts"
+PROFILING_PROMPTS = [
+    "Explain in two sentences why the sky is blue.",
+    "List three tips for keeping houseplants alive.",
+    "Describe how a bicycle gear works.",
+]
 READY_TIMEOUT_S = float(os.environ.get("EDGESPEC_E2E_READY_TIMEOUT", 600))
 
 
@@ -84,6 +91,9 @@ class Scenario:
         self.manifest = yaml.safe_load(SAMPLE.read_text())
         self.manifest["metadata"]["namespace"] = NAMESPACE
         spec = self.manifest["spec"]
+        # Profile on a few prompts of our own, handed over as a user does (a ConfigMap named in
+        # spec.profiling.promptsConfigMap): the profiler's built-in set takes minutes more per draft.
+        spec.setdefault("profiling", {})["promptsConfigMap"] = PROMPTS_CONFIG_MAP
         classes = [
             c for c in spec["deviceClasses"] if c["nodeSelector"].get(LABEL_DEVICE_CLASS) == DEVICE_CLASS
         ]
@@ -94,6 +104,10 @@ class Scenario:
         self.draft_names = {d["name"] for d in spec["drafts"]}
         self.k_min: int = spec["speculativeLength"]["min"]
         self.k_max: int = spec["speculativeLength"]["max"]
+        self.profiles_needed = sum(len(d["quantizations"]) for d in spec["drafts"])
+        profiling = spec.get("profiling") or {}
+        rounds = -(-self.profiles_needed // int(profiling.get("concurrencyPerClass", 1)))
+        self.profiling_timeout_s = float(profiling.get("timeoutSeconds", 900)) * rounds + 120
         nodes = e2e.items("nodes", "-l", f"{LABEL_DEVICE_CLASS}={DEVICE_CLASS}")
         self.real_nodes = {n["metadata"]["name"] for n in nodes}
         assert self.real_nodes, f"no node is labelled {LABEL_DEVICE_CLASS}={DEVICE_CLASS}"
@@ -101,6 +115,14 @@ class Scenario:
     # -- setup and teardown -------------------------------------------------------------------------
     def apply(self) -> None:
         self.e2e.kubectl("create", "namespace", NAMESPACE, check=False)
+        prompts = "".join(json.dumps({"prompt": p}) + "\n" for p in PROFILING_PROMPTS)
+        config_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": PROMPTS_CONFIG_MAP, "namespace": NAMESPACE},
+            "data": {"prompts.jsonl": prompts},
+        }
+        self.e2e.kubectl("apply", "-f", "-", stdin=json.dumps(config_map))
         # Profiles measured by an earlier run would skip profiling: this scenario must profile.
         for profile in self._profiles():
             self.e2e.kubectl("delete", "edgeprofile", profile["metadata"]["name"], "--wait=true")
@@ -126,18 +148,25 @@ class Scenario:
         ]
 
     def wait_for_profiles(self) -> list[dict[str, Any]]:
-        return list(
-            wait_for(
-                f"an EdgeProfile of class {self.device_class} (status: {self._brief()})",
-                self._profiles,
-                PROFILE_TIMEOUT_S,
-            )
-        )
+        """Every profile the deployment needs for the class (one per draft quantisation)."""
 
-    def profiling_job(self) -> dict[str, Any]:
-        jobs = self.e2e.items("jobs", "-A", "-l", f"{LABEL_COMPONENT}=profiler")
-        assert jobs, "no profiling Job exists (a finished Job is kept for its TTL)"
-        return jobs[0]
+        def complete() -> list[dict[str, Any]] | None:
+            profiles = self._profiles()
+            return profiles if len(profiles) >= self.profiles_needed else None
+
+        what = f"{self.profiles_needed} EdgeProfiles of class {self.device_class}"
+        return list(self._wait(what, complete, self.profiling_timeout_s, every_s=5))
+
+    def profiling_jobs(self) -> list[dict[str, Any]]:
+        """The profiling Jobs once all have succeeded (a Job's status trails its pod's exit, which
+        is when the operator publishes the profile)."""
+
+        def succeeded() -> list[dict[str, Any]] | None:
+            jobs = self.e2e.items("jobs", "-A", "-l", f"{LABEL_COMPONENT}=profiler")
+            done = [j for j in jobs if j.get("status", {}).get("succeeded", 0) >= 1]
+            return jobs if jobs and len(done) == len(jobs) else None
+
+        return list(self._wait("every profiling Job to succeed (a finished Job is kept)", succeeded, 120))
 
     def pod_node_of_job(self, job: dict[str, Any]) -> str:
         uid = job["metadata"]["uid"]
@@ -151,7 +180,14 @@ class Scenario:
             status = self.status()
             return status if status.get("phase") == "Ready" else None
 
-        return dict(wait_for(f"phase Ready (status: {self._brief()})", ready, READY_TIMEOUT_S))
+        return dict(self._wait("phase Ready", ready, READY_TIMEOUT_S))
+
+    def _wait(self, what: str, probe: Callable[[], Any], timeout_s: float, every_s: float = 1.0) -> Any:
+        """:func:`wait_for`, failing with the deployment's status at the time of the failure."""
+        try:
+            return wait_for(what, probe, timeout_s, every_s)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; status now: {self._brief()}") from None
 
     def _brief(self) -> str:
         with contextlib.suppress(AssertionError):

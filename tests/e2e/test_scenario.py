@@ -28,7 +28,9 @@ from pathlib import Path
 import pytest
 from e2e_support import E2E, Scenario, reference_greedy
 
-pytestmark = pytest.mark.e2e
+# Beyond pytest's default per-test bound: the first step waits for profiling, which the sample
+# bounds itself (profiling.timeoutSeconds per Job, one Job at a time per class).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 PROMPTS = [
     "The capital of France is",
@@ -71,10 +73,11 @@ def test_profiling_job_produces_an_edge_profile(scenario: Scenario) -> None:
         assert spec["deviceClass"] == scenario.device_class
         assert spec["draftTokensPerS"] > 0, profile
         assert spec["acceptance"], f"profile {profile['metadata']['name']} has no acceptance per K"
-    job = scenario.profiling_job()
-    assert job["status"].get("succeeded", 0) >= 1, job["status"]
-    node = scenario.pod_node_of_job(job)
-    assert node in scenario.real_nodes, f"profiling pod ran on {node}, not on a node of the class"
+    jobs = scenario.profiling_jobs()
+    assert len(jobs) == len(profiles), [j["metadata"]["name"] for j in jobs]
+    for job in jobs:
+        node = scenario.pod_node_of_job(job)
+        assert node in scenario.real_nodes, f"profiling pod ran on {node}, not on a node of the class"
 
 
 def test_selection_and_draft_pod_ready(scenario: Scenario) -> None:
