@@ -19,6 +19,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from edgespec.api.base import API_VERSION, GROUP, VERSION
+from edgespec.handlers.faults import wrote
 from edgespec.handlers.metrics import API_REQUESTS
 from edgespec.plan import Event
 from edgespec.status import now_utc
@@ -44,6 +45,7 @@ async def apply_status(
         field_manager=field_manager,
         force=True,
     )
+    wrote()
 
 
 async def post_event(client: AsyncClient, owner: dict[str, Any], event: Event, component: str) -> None:
@@ -71,6 +73,7 @@ async def post_event(client: AsyncClient, owner: dict[str, Any], event: Event, c
             count=1,
         )
     )
+    wrote()
 
 
 async def apply_manifest(client: AsyncClient, manifest: dict[str, Any], field_manager: str) -> None:
@@ -87,6 +90,7 @@ async def apply_manifest(client: AsyncClient, manifest: dict[str, Any], field_ma
         field_manager=field_manager,
         force=True,
     )
+    wrote()
 
 
 async def read_secret_value(client: AsyncClient, namespace: str, name: str, key: str) -> str | None:

@@ -40,6 +40,7 @@ from edgespec.builders.naming import (
 from edgespec.builders.podspec import CA_KEY, TOKEN_KEY
 from edgespec.builders.profiling import CONTAINER as PROFILER_CONTAINER
 from edgespec.handlers.cache import Cache, Identity, Key
+from edgespec.handlers.faults import wrote
 from edgespec.handlers.kube import (
     apply_manifest,
     apply_status,
@@ -451,6 +452,7 @@ class Reconciler:
             except ApiError as exc:
                 if exc.status.code != 404:
                     raise
+            wrote()
             seen.pop(identity, None)
             self._applied.get(key, ("", {}))[1].pop(identity, None)
             log.info("%s/%s: pruned %s %s", owner.namespace, owner.name, kind, name)
