@@ -29,6 +29,9 @@ llama_cmake_args() {
   echo "$args"
 }
 LLAMA_CMAKE_ARGS="${EDGESPEC_LLAMA_CMAKE_ARGS:-$(llama_cmake_args)}"
+# Every Python dependency installs from this lock, exact versions with hashes (`python -m
+# edgespec_dev.locks lock` makes it from pyproject.toml; the images install subsets of it).
+LOCK="$ROOT/hack/requirements-dev.lock"
 LLAMA_PIN="$(grep -o '"llama-cpp-python==[^"]*"' "$ROOT/pyproject.toml" | head -1 | tr -d '"')"
 LLAMA_KEY="$(echo "$LLAMA_PIN $LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)"
 # Where the wheel lives; pip finds it there (PIP_FIND_LINKS) before the PyPI source distribution,
@@ -39,21 +42,33 @@ if ! ls "$EDGESPEC_LLAMA_WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
   mkdir -p "$EDGESPEC_CACHE/wheels"
   building="$EDGESPEC_LLAMA_WHEELS.$$"
   rm -rf "$building"
-  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$PY" -m pip wheel --quiet --no-deps --no-cache-dir \
-    --wheel-dir "$building" "$LLAMA_PIN"
+  # from the sdist the lock pins, hash-checked: the wheel is as trustworthy as that sdist
+  mkdir -p "$building"
+  grep "^${LLAMA_PIN}[[:space:]]" "$LOCK" > "$building/llama.req" ||
+    { echo "env.sh: $LOCK does not pin $LLAMA_PIN: run python -m edgespec_dev.locks lock" >&2; exit 1; }
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$PY" -m pip wheel --quiet --no-deps --no-cache-dir --require-hashes \
+    --wheel-dir "$building" -r "$building/llama.req"
+  rm "$building/llama.req"
   rm -rf "$EDGESPEC_LLAMA_WHEELS"
   mv "$building" "$EDGESPEC_LLAMA_WHEELS"
 fi
 export PIP_FIND_LINKS="$EDGESPEC_LLAMA_WHEELS"
 
-key="$( (cat "$ROOT/pyproject.toml"; echo "$LLAMA_KEY"; echo "$ROOT") | sha256sum | cut -c1-16)"
+key="$( (cat "$ROOT/pyproject.toml" "$LOCK"; echo "$LLAMA_KEY"; echo "$ROOT") | sha256sum | cut -c1-16)"
 VENV="$EDGESPEC_CACHE/venvs/$key"
 if [ ! -f "$VENV/.complete" ]; then
   echo "==> creating the Python environment in $VENV"
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet --progress-bar off --only-binary=llama-cpp-python -e "$ROOT[dev]"
+  # Everything but llama-cpp-python --require-hashes from the lock; llama-cpp-python is the wheel
+  # compiled above from the lock's hash-checked sdist, by the exact version the lock pins (its own
+  # hash depends on the compiler, so no lock can hold it: docs/images.md); then the project itself.
+  grep -v "^llama-cpp-python==" "$LOCK" > "$VENV/requirements.lock"
+  "$VENV/bin/pip" install --quiet --progress-bar off --require-hashes --no-deps -r "$VENV/requirements.lock"
+  "$VENV/bin/pip" install --quiet --no-deps --no-index --find-links "$EDGESPEC_LLAMA_WHEELS" "$LLAMA_PIN"
+  "$VENV/bin/pip" install --quiet --no-deps --no-build-isolation -e "$ROOT"
+  "$VENV/bin/pip" check
   touch "$VENV/.complete"
 else
   echo "==> reusing the Python environment $VENV"

@@ -20,6 +20,7 @@ python -m edgespec.api.crdgen --check
 python -m edgespec.api.docgen --check
 python -m edgespec_dev.chartdocs --check
 python hack/make_illustrative_profiles.py --check
+python -m edgespec_dev.locks check
 echo "==> helm lint --strict"
 "$(python -m edgespec_dev.tools ensure helm | cut -d' ' -f2)" lint --strict charts/edgespec
 echo "==> pytest"

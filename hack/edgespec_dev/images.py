@@ -11,11 +11,12 @@ How, on a bare Debian host (docs/images.md):
 - **Base image**: mmdebstrap makes a minimal bookworm root file system (python3, python3-venv,
   ca-certificates, libgomp1 and little else), committed as ``localhost/edgespec-base:<key>``; the
   Dockerfiles take it as ``--build-arg BASE`` (their default stays a public python image for users).
-- **Wheelhouse**: every wheel the images install, made on the host with ``pip wheel`` at the exact
-  versions of the running environment (llama-cpp-python comes from pip's wheel cache, compiled once
-  for the test venv), handed to the build as ``--build-context wheels=DIR``: the build installs
-  offline, compiles nothing and never needs the host's CA bundle (still passed as a build secret for
-  the index path).
+- **Wheelhouse**: every wheel the images install, fetched on the host with ``pip wheel
+  --require-hashes`` from the image locks (``operator/requirements.lock`` and the others, subsets of
+  the dev lock the tests ran from; :mod:`edgespec_dev.locks`), llama-cpp-python being hack/env.sh's
+  wheel of the pinned version (compiled once without AMX from the lock's hash-checked sdist), handed
+  to the build as ``--build-context wheels=DIR``: the build installs offline, compiles nothing and
+  never needs the host's CA bundle (still passed as a build secret for the index path).
 - **Builds**: ``buildah bud --isolation chroot`` with a private storage root; each image is keyed by
   a content hash of everything that goes into it (the Dockerfile, every file it copies, the
   wheelhouse, the base), and its archive is reused while the hash is unchanged.
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -41,12 +41,12 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgespec_dev import locks
 from edgespec_dev.tools import cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,9 +69,7 @@ BASE_MMDEBSTRAP_OPTIONS = (
     '--customize-hook=rm -rf "$1"/var/log/* "$1"/var/cache/ldconfig/aux-cache',
 )
 BASE_CONFIG = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-# Extras of pyproject.toml whose dependencies the images install, plus the build backend.
-IMAGE_EXTRAS = ("operator", "edge", "verifier")
-BUILD_REQUIREMENTS = ("setuptools>=68", "wheel")
+LLAMA_PREFIX = f"{locks.LLAMA}=="
 # Archives kept per image (older content hashes are deleted; other checkouts may use recent ones).
 ARCHIVES_KEPT = 6
 
@@ -398,34 +396,28 @@ def _load_base(ref: str, archive: Path) -> None:
 # Wheelhouse
 
 
-def image_requirements(root: Path = REPO) -> list[str]:
-    """What the images install: the project's dependencies, those of its image extras, the backend."""
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    requirements: list[str] = list(project["dependencies"])
-    for extra in IMAGE_EXTRAS:
-        requirements.extend(project["optional-dependencies"][extra])
-    return sorted(set(requirements)) + list(BUILD_REQUIREMENTS)
+def image_lock_lines(root: Path = REPO) -> list[str]:
+    """The pins (with hashes) of the three image locks, each once: what the wheelhouse must hold.
+
+    The image locks are subsets of the dev lock the tests ran from (``locks check``), so one line per
+    distribution."""
+    lines = {pin.name: pin.line for name in locks.IMAGE_LOCKS for pin in locks.read_lock(name, root).values()}
+    return [lines[name] for name in sorted(lines)]
 
 
-def environment_constraints() -> list[str]:
-    """``name==version`` of every distribution in the running environment (what the tests ran)."""
-    pins = {
-        dist.metadata["Name"].lower(): dist.version
-        for dist in importlib.metadata.distributions()
-        if dist.metadata["Name"]
-        and dist.metadata["Name"].lower() not in ("edgespec", "pip", "setuptools", "wheel")
-    }
-    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+def _project_llama_wheel() -> Path | None:
+    """hack/env.sh's llama-cpp-python wheel (built without AMX from the lock's hashed sdist), if any."""
+    wheels = os.environ.get("EDGESPEC_LLAMA_WHEELS")
+    ours = sorted(Path(wheels).glob("llama_cpp_python-*.whl")) if wheels else []
+    return ours[-1] if ours else None
 
 
 def wheels_key(root: Path = REPO) -> str:
     material = {
-        "requirements": image_requirements(root),
-        "constraints": environment_constraints(),
+        "locks": image_lock_lines(root),
         "python": sys.version_info[:2],
         "machine": platform.machine(),
-        # hack/env.sh's llama-cpp-python wheel (its directory is keyed by version and build flags);
-        # pip wheel finds it through PIP_FIND_LINKS instead of pip's cache of an earlier build.
+        # hack/env.sh's llama-cpp-python wheel (its directory is keyed by version and build flags).
         "llama_wheels": os.environ.get("EDGESPEC_LLAMA_WHEELS", ""),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -446,33 +438,27 @@ def ensure_wheelhouse(root: Path = REPO) -> tuple[Path, str]:
         temp = directory.with_name(f".{directory.name}.{os.getpid()}")
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir(parents=True)
-        constraints = temp / "constraints.txt"
-        constraints.write_text("\n".join(environment_constraints()) + "\n")
+        # Every pin --require-hashes, but llama-cpp-python when hack/env.sh's wheel stands in for it
+        # (its hash is the compiler's, in no lock; the version is checked when it is copied in).
+        llama = _project_llama_wheel()
+        lines = [line for line in image_lock_lines(root) if not (llama and line.startswith(LLAMA_PREFIX))]
+        requirements = temp / "requirements.lock"
+        requirements.write_text("\n".join(lines) + "\n")
         command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--progress-bar",
-            "off",
-            "--wheel-dir",
-            str(temp),
-            "--constraint",
-            str(constraints),
-            *image_requirements(root),
-        ]
+            sys.executable, "-m", "pip", "wheel", "--quiet", "--progress-bar", "off", "--no-deps",
+            "--require-hashes", "--wheel-dir", str(temp), "--requirement", str(requirements),
+        ]  # fmt: skip
         with _heartbeat("pip wheel"):
             result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if result.returncode != 0:
             shutil.rmtree(temp, ignore_errors=True)
             raise ImageBuildError(
-                f"`pip wheel` of the images' requirements failed:\n{result.stderr.strip()[-3000:]}\n"
-                "Check that PyPI is reachable and that the running environment is the project's "
-                "(`source hack/env.sh`)."
+                f"`pip wheel --require-hashes` of the image locks failed:\n{result.stderr.strip()[-3000:]}\n"
+                "Check that PyPI is reachable and that the locks are current "
+                "(`python -m edgespec_dev.locks check`)."
             )
-        constraints.unlink()
-        _use_project_llama_wheel(temp)
+        requirements.unlink()
+        _use_project_llama_wheel(temp, root)
         digest = _wheels_digest(temp)
         (temp / ".digest").write_text(digest + "\n")
         shutil.rmtree(directory, ignore_errors=True)
@@ -482,15 +468,23 @@ def ensure_wheelhouse(root: Path = REPO) -> tuple[Path, str]:
         return directory, digest
 
 
-def _use_project_llama_wheel(directory: Path) -> None:
-    """Put hack/env.sh's llama-cpp-python wheel (built without AMX, see there) in the wheelhouse."""
-    wheels = os.environ.get("EDGESPEC_LLAMA_WHEELS")
-    ours = sorted(Path(wheels).glob("llama_cpp_python-*.whl")) if wheels else []
-    if not ours:
+def _use_project_llama_wheel(directory: Path, root: Path = REPO) -> None:
+    """Put hack/env.sh's llama-cpp-python wheel (built without AMX, see there) in the wheelhouse.
+
+    It must be of the version the image locks pin: the images install it by that version."""
+    ours = _project_llama_wheel()
+    if ours is None:
         return
+    pinned = {pin.version for pin in locks.read_lock("verifier", root).values() if pin.name == locks.LLAMA}
+    version = ours.name.split("-")[1]
+    if pinned and version not in pinned:
+        raise ImageBuildError(
+            f"{ours} is llama-cpp-python {version}, the image locks pin {', '.join(pinned)}: "
+            "re-run `source hack/env.sh` (it builds the pinned version)"
+        )
     for other in directory.glob("llama_cpp_python-*.whl"):
         other.unlink()
-    shutil.copy2(ours[-1], directory / ours[-1].name)
+    shutil.copy2(ours, directory / ours.name)
 
 
 def _wheels_digest(directory: Path) -> str:

@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
-from edgespec_dev import images
+from edgespec_dev import images, locks
 from edgespec_dev.cluster import _kill_me_with_parent
+from packaging.utils import canonicalize_name
 
 pytestmark = pytest.mark.images
 
@@ -217,6 +218,26 @@ def test_image_imports_its_runtime_as_uid_65532(
         assert lines[1] == "0.3.36 True"
 
 
+@pytest.mark.parametrize("name", list(images.IMAGES))
+def test_image_holds_exactly_the_versions_of_its_lock(
+    name: str, built: dict[str, images.BuiltImage], ctr: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """Every distribution in the image's venv is the version its lock (a subset of CI's) pins."""
+    listing = (
+        "import importlib.metadata as m; "
+        "print('\\n'.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))"
+    )
+    result = ctr("run", "--rm", built[name].ref, f"lock-{name}-{os.getpid()}", "python", "-c", listing)
+    assert result.returncode == 0, result.stdout + result.stderr
+    installed = {
+        canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in result.stdout.splitlines()
+    }
+    pinned = {pin.name: pin.version for pin in locks.read_lock(name).values()}
+    assert installed.pop("edgespec") == "0.1.0"
+    installed.pop("pip")  # the venv's own installer
+    assert installed == pinned
+
+
 def test_second_ensure_runs_no_command(
     built: dict[str, images.BuiltImage], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,8 +310,10 @@ def test_dockerfiles_read_only_what_the_hash_covers() -> None:
         "edge_image/edgespec_edge",
         "verifier_image/edgespec_verifier",
     }
-    for spec in images.IMAGES.values():
-        assert set(images.dockerfile_sources(images.REPO / spec.dockerfile)) == expected, spec.dockerfile
+    for name, spec in images.IMAGES.items():
+        lock = locks.LOCKS[name][0]  # each image installs from its own lock
+        sources = set(images.dockerfile_sources(images.REPO / spec.dockerfile))
+        assert sources == expected | {lock}, spec.dockerfile
 
 
 def test_helm_values_point_the_chart_at_the_built_images(tmp_path: Path) -> None:
