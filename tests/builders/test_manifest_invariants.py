@@ -143,5 +143,9 @@ def test_a_spec_naming_a_resource_keeps_it_and_defaults_fill_the_rest() -> None:
     # a limit below the default request lowers the request to it
     assert resources(Resources(limits={"cpu": "250m"}), defaults)["requests"]["cpu"] == "250m"
     assert resources(Resources(limits={"cpu": "2"}), defaults)["requests"]["cpu"] == "500m"
+    # not a quantity (admission lets it through): left as written for the API server to name the field
+    lots = resources(Resources(requests={"cpu": "lots"}), defaults)
+    assert lots["requests"]["cpu"] == "lots" and "cpu" not in lots["limits"]
+    assert lots["limits"]["memory"] == "4Gi"
     # GPUs are request and limit alike
     assert resources(Resources(), defaults, {"nvidia.com/gpu": 2})["limits"]["nvidia.com/gpu"] == 2

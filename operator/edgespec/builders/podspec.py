@@ -102,6 +102,17 @@ def _amount(quantity: object) -> Decimal:
     return Decimal(parse_quantity(text))
 
 
+def _quantities(*values: object) -> bool:
+    """Whether every value given (None aside) is a quantity ``_amount`` can compare."""
+    try:
+        for value in values:
+            if value is not None:
+                _amount(value)
+    except (ValueError, ArithmeticError):
+        return False
+    return True
+
+
 def resources(
     spec: Resources, defaults: Resources | None = None, extra_limits: dict[str, int | str] | None = None
 ) -> dict[str, Any]:
@@ -123,6 +134,8 @@ def resources(
                 requests[name] = default_request
             if default_limit is not None:
                 limits[name] = default_limit
+        elif not _quantities(requests.get(name), limits.get(name)):
+            continue  # not a quantity ("lots"): left as written, for the API server to name the field
         elif name not in limits and default_limit is not None:
             limits[name] = max(default_limit, requests[name], key=_amount)
         elif name not in requests and default_request is not None:
