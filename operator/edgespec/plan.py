@@ -252,31 +252,133 @@ def plan_status(
     ``profiled_elsewhere``: keys another deployment's Job profiles (one Job per key however many
     deployments need it), with that deployment's ``namespace/name``; ``finished_profiling`` then
     holds the outcome of that Job for them.
-    """
-    prev = previous or SpeculativeDeploymentStatus()
-    conditions: list[Condition] = []
-    events: list[Event] = []
 
-    def cond(type_: str, status: str, reason: str, message: str) -> None:
-        conditions.append(
-            set_condition(
-                prev.conditions,
-                type=type_,
-                status=status,  # type: ignore[arg-type]
-                reason=reason,
-                message=message,
-                generation=generation,
-                now=now,
-            )
+    Composed of steps, each returning its condition, its events and when to look again
+    (``_nodes_step``, ``_profiling_step``, ``_selection_step``, ``_readiness_step``); the phase is
+    derived from the resulting status (``phase_of``). No I/O.
+    """
+    ctx = _Context(previous or SpeculativeDeploymentStatus(), generation, now)
+    nodes_step, resolved = _nodes_step(ctx, spec, nodes)
+    profiling_step, found = _profiling_step(ctx, spec, profiles, finished_profiling, profiled_elsewhere)
+    selection_step, chosen = _selection_step(ctx, spec, found.usable, resolved, live_samples)
+    verifier = verifier or Rollout()
+    drafts = drafts or {}
+    readiness_step = _readiness_step(ctx, chosen.selections, verifier, drafts, stuck_pods)
+    steps = (nodes_step, profiling_step, selection_step, readiness_step)
+    classes = [
+        DeviceClassStatus(
+            name=r.name,
+            nodes=len(r.nodes),
+            ready_nodes=len(r.ready_nodes),
+            ready_drafts=drafts.get(r.name, Rollout()).ready,
+            selection=chosen.selections.get(r.name),
+            live=chosen.live.get(r.name),
+            rollout=chosen.rollouts.get(r.name) if r.name in chosen.selections else None,
+        )
+        for r in resolved
+    ]
+    status = SpeculativeDeploymentStatus(
+        observed_generation=generation,
+        conditions=[c for step in steps for c in step.conditions],
+        device_classes=classes,
+        profiling=ProfilingStatus(
+            done=len(found.have), needed=found.needed, failed=["/".join(k) for k in found.failed]
+        ),
+        verifier=VerifierStatus(
+            ready_replicas=verifier.ready,
+            replicas=verifier.desired,
+            endpoint=verifier_endpoint or ctx.prev.verifier.endpoint,
+            selector=verifier_selector or ctx.prev.verifier.selector,
+        ),
+        nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
+        k_summary=summary(
+            (n, "none" if s.mode == "cloudOnly" else s.k) for n, s in chosen.selections.items()
+        ),
+    )
+    status.phase = phase_of(status)
+    jobs = (
+        []
+        if not spec.profiling.enabled
+        else schedule_profiling(
+            spec,
+            resolved,
+            found.to_profile,
+            frozenset((finished_profiling or {}).keys()),
+            frozenset((profiled_elsewhere or {}).keys()),
+        )
+    )
+    timers = [t for step in steps for t in step.timers]
+    return Plan(
+        status=status,
+        events=[e for step in steps for e in step.events],
+        profiling_jobs=jobs,
+        requeue_after_s=max(min(timers), 0.0) + 1.0 if timers else None,
+    )
+
+
+@dataclass
+class Step:
+    """What one step of the plan decided: its conditions, the events worth posting, when to look again."""
+
+    conditions: list[Condition] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    timers: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every step needs to set a condition: the previous status, the generation, the time."""
+
+    prev: SpeculativeDeploymentStatus
+    generation: int | None
+    now: datetime
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> Condition:
+        return set_condition(
+            self.prev.conditions,
+            type=type_,
+            status=status,  # type: ignore[arg-type]
+            reason=reason,
+            message=message,
+            generation=self.generation,
+            now=self.now,
         )
 
-    resolved = resolve_classes(spec.device_classes, nodes)
-    nodes_status, nodes_reason, nodes_message = nodes_condition_args(resolved)
-    cond("NodesResolved", nodes_status, nodes_reason, nodes_message)
-    prev_counts = {c.name: c.nodes for c in prev.device_classes}
-    if any(prev_counts.get(r.name) != len(r.nodes) for r in resolved):
-        events.append(Event("Normal" if nodes_status == "True" else "Warning", nodes_reason, nodes_message))
 
+def _nodes_step(
+    ctx: _Context, spec: SpeculativeDeploymentSpec, nodes: Sequence[NodeInfo]
+) -> tuple[Step, list[ResolvedClass]]:
+    """``NodesResolved``: each class's selector resolved to nodes; an event when a count changes."""
+    resolved = resolve_classes(spec.device_classes, nodes)
+    status, reason, message = nodes_condition_args(resolved)
+    step = Step(conditions=[ctx.condition("NodesResolved", status, reason, message)])
+    prev_counts = {c.name: c.nodes for c in ctx.prev.device_classes}
+    if any(prev_counts.get(r.name) != len(r.nodes) for r in resolved):
+        step.events.append(Event("Normal" if status == "True" else "Warning", reason, message))
+    return step, list(resolved)
+
+
+@dataclass(frozen=True)
+class _Profiles:
+    """What the profiling step found: the usable profiles and which keys still need a Job."""
+
+    usable: list[EdgeProfileSpec]
+    needed: int
+    have: set[ProfileKey]
+    to_profile: list[ProfileKey]
+    failed: list[ProfileKey]
+
+
+def _profiling_step(
+    ctx: _Context,
+    spec: SpeculativeDeploymentSpec,
+    profiles: Sequence[EdgeProfileSpec],
+    finished_profiling: Mapping[ProfileKey, JobOutcome] | None,
+    profiled_elsewhere: Mapping[ProfileKey, str] | None,
+) -> tuple[Step, _Profiles]:
+    """``Profiled``: which profiles are present, fresh, missing, or failed to be measured."""
+    now = ctx.now
+    step = Step()
     usable = profiles_for(spec, profiles)
     needed = len(spec.device_classes) * sum(len(d.quantizations) for d in spec.drafts)
     have = {(p.device_class, p.draft_model, p.quantization) for p in usable}
@@ -286,7 +388,7 @@ def plan_status(
         for p in usable
         if p.measured_at is None or (now - p.measured_at).total_seconds() <= max_age_s
     }
-    timers = [
+    step.timers += [
         max_age_s - (now - p.measured_at).total_seconds()
         for p in usable
         if p.measured_at is not None and (now - p.measured_at).total_seconds() <= max_age_s
@@ -306,7 +408,7 @@ def plan_status(
         elif waited >= PROFILE_GRACE_S:
             silent.append(key)
         else:
-            timers.append(PROFILE_GRACE_S - waited)
+            step.timers.append(PROFILE_GRACE_S - waited)
     failed = sorted(crashed + silent + [key for key, _ in refused])
     if failed:
         problems = [f"the report of {'/'.join(key)} was refused: {why}" for key, why in refused]
@@ -320,7 +422,7 @@ def plan_status(
                 f"profiling Jobs completed but wrote no fresh EdgeProfile for {keys} "
                 f"(is the profiler's target {spec.target.name}?)"
             )
-        cond(
+        condition = ctx.condition(
             "Profiled",
             "False",
             "ProfilingFailed",
@@ -328,10 +430,10 @@ def plan_status(
             + "; see kubectl logs of the Jobs labelled app.kubernetes.io/component=profiler. "
             "A failed key is retried when its Job is deleted (by its TTL after an hour, or by you).",
         )
-        if _changed(prev, conditions[-1]):
-            events.append(Event("Warning", "ProfilingFailed", conditions[-1].message))
+        if _changed(ctx.prev, condition):
+            step.events.append(Event("Warning", "ProfilingFailed", condition.message))
     elif missing:
-        cond(
+        condition = ctx.condition(
             "Profiled",
             "False",
             "ProfilesMissing",
@@ -345,164 +447,168 @@ def plan_status(
             + _shared_note(missing, profiled_elsewhere or {}),
         )
     elif len(fresh) < len(have):
-        cond(
+        condition = ctx.condition(
             "Profiled",
             "True",
             "RefreshingStaleProfiles",
             f"all {needed} present; re-profiling those older than {spec.profiling.max_age}",
         )
     else:
-        cond("Profiled", "True", "ProfilesPresent", f"all {needed} profiles present")
+        condition = ctx.condition("Profiled", "True", "ProfilesPresent", f"all {needed} profiles present")
+    step.conditions.append(condition)
+    return step, _Profiles(usable, needed, have, to_profile, failed)
 
+
+@dataclass(frozen=True)
+class _Chosen:
+    """What the selection step chose, per class."""
+
+    selections: dict[str, DeviceClassSelection]
+    live: dict[str, LiveTelemetry]
+    rollouts: dict[str, DraftRollout]
+
+
+def _selection_step(
+    ctx: _Context,
+    spec: SpeculativeDeploymentSpec,
+    usable: list[EdgeProfileSpec],
+    resolved: Sequence[ResolvedClass],
+    live_samples: Mapping[str, Sequence[LiveSample]] | None,
+) -> tuple[Step, _Chosen]:
+    """``Selected``: ConfigSpec's choice per class, adapted by live telemetry; one event per change."""
+    now, prev = ctx.now, ctx.prev
+    step = Step()
     selections: dict[str, DeviceClassSelection] = {}
     live_by_class: dict[str, LiveTelemetry] = {}
     prev_sel = {c.name: c.selection for c in prev.device_classes}
     rollouts: dict[str, DraftRollout] = {c.name: c.rollout for c in prev.device_classes if c.rollout}
-    if usable:
-        memory = {r.name: r.min_allocatable_memory_bytes for r in resolved if r.min_allocatable_memory_bytes}
-        ranking, bases = _ranked(spec, usable, memory)
-        prev_live = {c.name: c.live for c in prev.device_classes}
-        chosen: list[str] = []
-        for name, sel in ranking.selections.items():
-            new, live, adapted, retry_after_s = _class_selection(
-                spec=spec,
-                name=name,
-                basis=bases[name],
-                offline=DeviceClassSelection(
-                    **sel.status_fields(fallback_requested=spec.cloud_only_fallback), selected_at=now
-                ),
-                old=prev_sel.get(name),
-                previous_live=prev_live.get(name),
-                samples=(live_samples or {}).get(name, ()),
-                profiles=[p for p in usable if p.device_class == name],
-                memory=memory,
-                now=now,
+    if not usable:
+        step.conditions.append(
+            ctx.condition(
+                "Selected", "Unknown", "AwaitingProfiles", "selection runs once profiles are present"
             )
-            if live is not None:
-                live_by_class[name] = live
-            if retry_after_s is not None:
-                timers.append(retry_after_s)
-            if adapted is not None:
-                events.append(Event("Normal", "Adapted", f"{name}: {adapted}"))
-            elif new.selected_at == now:
-                chosen.append(f"{name}: {new.draft_model} {new.quantization} K={new.k}")
-            selections[name] = new
-            rollouts[name] = _draft_rollout_of(ranking, name, new)
-        if chosen:  # one Event for all classes chosen in this pass; each reason is in the status
-            events.append(
-                Event(
-                    "Normal",
-                    "Selected",
-                    "; ".join(chosen)
-                    + " (why: kubectl get specdeploy -o yaml, deviceClasses[].selection.reason)",
-                )
-            )
-        if ranking.infeasible:
-            cond("Selected", "False", "Infeasible", "; ".join(b.message for b in ranking.infeasible.values()))
-            if _changed(prev, conditions[-1]):  # one Warning per verdict, not one per reconcile
-                events.extend(Event("Warning", "Infeasible", b.message) for b in ranking.infeasible.values())
-        else:
-            cond(
-                "Selected",
-                "True",
-                "ConfigurationChosen",
-                summary((n, f"K={s.k}") for n, s in selections.items()),
-            )
-    else:
-        cond("Selected", "Unknown", "AwaitingProfiles", "selection runs once profiles are present")
-
-    verifier = verifier or Rollout()
-    drafts = drafts or {}
-    classes = [
-        DeviceClassStatus(
-            name=r.name,
-            nodes=len(r.nodes),
-            ready_nodes=len(r.ready_nodes),
-            ready_drafts=drafts.get(r.name, Rollout()).ready,
-            selection=selections.get(r.name),
-            live=live_by_class.get(r.name),
-            rollout=rollouts.get(r.name) if r.name in selections else None,
         )
-        for r in resolved
-    ]
+        return step, _Chosen(selections, live_by_class, rollouts)
+    memory = {r.name: r.min_allocatable_memory_bytes for r in resolved if r.min_allocatable_memory_bytes}
+    ranking, bases = _ranked(spec, usable, memory)
+    prev_live = {c.name: c.live for c in prev.device_classes}
+    chosen: list[str] = []
+    for name, sel in ranking.selections.items():
+        new, live, adapted, retry_after_s = _class_selection(
+            spec=spec,
+            name=name,
+            basis=bases[name],
+            offline=DeviceClassSelection(
+                **sel.status_fields(fallback_requested=spec.cloud_only_fallback), selected_at=now
+            ),
+            old=prev_sel.get(name),
+            previous_live=prev_live.get(name),
+            samples=(live_samples or {}).get(name, ()),
+            profiles=[p for p in usable if p.device_class == name],
+            memory=memory,
+            now=now,
+        )
+        if live is not None:
+            live_by_class[name] = live
+        if retry_after_s is not None:
+            step.timers.append(retry_after_s)
+        if adapted is not None:
+            step.events.append(Event("Normal", "Adapted", f"{name}: {adapted}"))
+        elif new.selected_at == now:
+            chosen.append(f"{name}: {new.draft_model} {new.quantization} K={new.k}")
+        selections[name] = new
+        rollouts[name] = _draft_rollout_of(ranking, name, new)
+    if chosen:  # one Event for all classes chosen in this pass; each reason is in the status
+        step.events.append(
+            Event(
+                "Normal",
+                "Selected",
+                "; ".join(chosen)
+                + " (why: kubectl get specdeploy -o yaml, deviceClasses[].selection.reason)",
+            )
+        )
+    if ranking.infeasible:
+        condition = ctx.condition(
+            "Selected", "False", "Infeasible", "; ".join(b.message for b in ranking.infeasible.values())
+        )
+        if _changed(prev, condition):  # one Warning per verdict, not one per reconcile
+            step.events.extend(Event("Warning", "Infeasible", b.message) for b in ranking.infeasible.values())
+    else:
+        condition = ctx.condition(
+            "Selected", "True", "ConfigurationChosen", summary((n, f"K={s.k}") for n, s in selections.items())
+        )
+    step.conditions.append(condition)
+    return step, _Chosen(selections, live_by_class, rollouts)
+
+
+def _readiness_step(
+    ctx: _Context,
+    selections: Mapping[str, DeviceClassSelection],
+    verifier: Rollout,
+    drafts: Mapping[str, Rollout],
+    stuck_pods: Sequence[StuckPod],
+) -> Step:
+    """``Ready``: the verifier and every selected class's draft servers, or why not (stuck pods named)."""
     waiting = [n for n in selections if not drafts.get(n, Rollout()).complete]
     stuck_verifier = [p for p in stuck_pods if p.component == "verifier"]
     stuck_drafts = [p for p in stuck_pods if p.component == "draft" and p.device_class in waiting]
     if not verifier.complete and stuck_verifier:
-        cond("Ready", "False", _stuck_reason(stuck_verifier), stuck_message(stuck_verifier))
+        ready = ctx.condition("Ready", "False", _stuck_reason(stuck_verifier), stuck_message(stuck_verifier))
     elif not verifier.complete:
-        cond(
+        ready = ctx.condition(
             "Ready",
             "False",
             "VerifierNotReady",
             f"verifier: {verifier.ready}/{verifier.desired} replicas ready",
         )
     elif waiting and stuck_drafts:
-        cond("Ready", "False", _stuck_reason(stuck_drafts), stuck_message(stuck_drafts))
+        ready = ctx.condition("Ready", "False", _stuck_reason(stuck_drafts), stuck_message(stuck_drafts))
     elif not selections or waiting:
-        cond(
+        ready = ctx.condition(
             "Ready",
             "False",
             "DraftsNotReady",
             f"draft servers not ready yet: {', '.join(waiting) or 'none selected'}",
         )
     else:
-        cond("Ready", "True", "AllReady", f"verifier and draft servers of {len(selections)} class(es) ready")
+        ready = ctx.condition(
+            "Ready", "True", "AllReady", f"verifier and draft servers of {len(selections)} class(es) ready"
+        )
+    step = Step(conditions=[ready])
     rolling = [
         r for r in (verifier, *(drafts.get(n, Rollout()) for n in selections)) if r.desired and not r.complete
     ]
     if rolling:
         # A pod stuck in init changes no workload status, so nothing would wake the reconcile to read
         # it: look again while a rollout is short of ready pods.
-        timers.append(ROLLOUT_RECHECK_S)
-    ready = conditions[-1]
+        step.timers.append(ROLLOUT_RECHECK_S)
     if ready.reason in STUCK_REASONS and ready.message != next(
-        (c.message for c in prev.conditions if c.type == "Ready"), None
+        (c.message for c in ctx.prev.conditions if c.type == "Ready"), None
     ):
-        events.append(Event("Warning", ready.reason, ready.message))
-    phase: Phase
-    if nodes_status != "True":
-        phase = "Pending"
-    elif missing:
-        phase = "Profiling"
-    elif len(selections) < len(spec.device_classes):
-        phase = "Degraded"
-    elif verifier.complete and not waiting:
-        phase = "Ready"
-    else:
-        phase = "Deploying"
-    status = SpeculativeDeploymentStatus(
-        phase=phase,
-        observed_generation=generation,
-        conditions=conditions,
-        device_classes=classes,
-        profiling=ProfilingStatus(done=len(have), needed=needed, failed=["/".join(k) for k in failed]),
-        verifier=VerifierStatus(
-            ready_replicas=verifier.ready,
-            replicas=verifier.desired,
-            endpoint=verifier_endpoint or prev.verifier.endpoint,
-            selector=verifier_selector or prev.verifier.selector,
-        ),
-        nodes_summary=summary((r.name, len(r.nodes)) for r in resolved),
-        k_summary=summary((n, "none" if s.mode == "cloudOnly" else s.k) for n, s in selections.items()),
-    )
-    jobs = (
-        []
-        if not spec.profiling.enabled
-        else schedule_profiling(
-            spec,
-            resolved,
-            to_profile,
-            frozenset((finished_profiling or {}).keys()),
-            frozenset((profiled_elsewhere or {}).keys()),
-        )
-    )
-    return Plan(
-        status=status,
-        events=events,
-        profiling_jobs=jobs,
-        requeue_after_s=max(min(timers), 0.0) + 1.0 if timers else None,
-    )
+        step.events.append(Event("Warning", ready.reason, ready.message))
+    return step
+
+
+def phase_of(status: SpeculativeDeploymentStatus) -> Phase:
+    """The phase, derived from the status the steps wrote (conditions first, then the counts).
+
+    Degraded when the API server rejected a child (``ChildrenApplied=False``); Pending until every
+    class's selector resolves (``NodesResolved``); Profiling while a profile is missing; Degraded when
+    a class has no selection (infeasible); Ready when ``Ready`` is True; Deploying otherwise.
+    """
+    by_type = {c.type: c for c in status.conditions}
+    applied, nodes, ready = by_type.get(APPLIED), by_type.get("NodesResolved"), by_type.get("Ready")
+    if applied is not None and applied.status == "False":
+        return "Degraded"
+    if nodes is None or nodes.status != "True":
+        return "Pending"
+    if status.profiling.done < status.profiling.needed:
+        return "Profiling"
+    if any(c.selection is None for c in status.device_classes):
+        return "Degraded"
+    if ready is not None and ready.status == "True":
+        return "Ready"
+    return "Deploying"
 
 
 def _shared_note(missing: Sequence[ProfileKey], elsewhere: Mapping[ProfileKey, str]) -> str:
@@ -611,11 +717,9 @@ def with_apply_outcome(
     if rejections and _changed(prev, condition):
         events.append(Event("Warning", "ChildRejected", condition.message))
     new = status.model_copy(
-        update={
-            "conditions": [c for c in status.conditions if c.type != APPLIED] + [condition],
-            "phase": "Degraded" if rejections else status.phase,
-        }
+        update={"conditions": [c for c in status.conditions if c.type != APPLIED] + [condition]}
     )
+    new.phase = phase_of(new)
     return new, events
 
 
