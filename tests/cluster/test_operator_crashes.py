@@ -75,7 +75,8 @@ def setup(cluster: Any, tmp_path: Path) -> Any:
     install_crds(cluster)
     cluster.kubectl("apply", "-f", str(PROFILES))
     yield cluster, tmp_path / "operator.log"
-    cluster.kubectl("delete", "specdeploy", "--all", "-n", "default", "--wait=false")
+    names = ["crash-ref", *(f"crash-{point:02d}" for point in POINTS)]
+    cluster.kubectl("delete", "specdeploy", *names, "-n", "default", "--ignore-not-found", "--wait=false")
     cluster.kubectl("delete", "-f", str(PROFILES), "--ignore-not-found")
 
 
