@@ -287,9 +287,9 @@ def docs_section(result: dict[str, Any]) -> str:
             "cores, so speculative serving is slower than the target decoding alone, and its TTFT includes "
             "prompt reads on both sides plus a round trip. Speculation pays where the target is much "
             "larger and slower than the draft (the cloud's 70B against an edge's 1B), which this CPU "
-            "setup cannot show; cloud-only is the baseline it must beat over a real RTT. Not measured yet: "
-            "a guidellm load run (synchronous, concurrency 4 and 8) against the edge server and a "
-            "target-only OpenAI server.",
+            "setup cannot show; cloud-only is the baseline it must beat over a real RTT. Under load "
+            "(guidellm, synchronous and concurrency 4, against a target-only OpenAI server): the guidellm "
+            "section below (bench/bench_guidellm.py).",
             MARK_END,
         ]
     )

@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -47,34 +48,72 @@ MARK_END = "<!-- bench_guidellm:end -->"
 SERVED_NAME = "edgespec"
 
 
-def process_cpu() -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) each running process has used so far, by pid, with its name."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        name = cmdline.strip()[:80] or stat[stat.index("(") + 1 : stat.rindex(")")]
-        out[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
-    return out
+def _process_name(entry: Path, stat: str) -> str:
+    """The executable's name, with the module of ``python -m``: never a whole command line (which may
+    carry tokens or environments)."""
+    words = (entry / "cmdline").read_bytes().split(b"\0")
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    if b"-m" in words[:-1]:
+        name += " -m " + words[words.index(b"-m") + 1].decode(errors="replace")[:40]
+    return name
 
 
-def busiest_others(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float,
-                   limit: int = 6) -> list[dict[str, Any]]:  # fmt: skip
-    """Other processes' CPU during the run (those alive at both ends; ours have ended by then)."""
-    rows = [
-        {"pid": pid, "command": after[pid][0], "cpu_s": after[pid][1] - before[pid][1]}
-        for pid in before.keys() & after.keys()
-        if pid != os.getpid()
-    ]
-    rows.sort(key=lambda r: -r["cpu_s"])
-    return [{**r, "cores": r["cpu_s"] / wall_s} for r in rows[:limit] if r["cpu_s"] > 0]
+class OthersSampler:
+    """Samples every process's CPU time every ``every_s`` seconds in a thread, so processes that come
+    and go during the run count too; this process and its descendants are left out."""
+
+    def __init__(self, every_s: float = 2.0) -> None:
+        self.every_s = every_s
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        parents: dict[int, int] = {}
+        seen: dict[int, tuple[str, float]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                seen[int(entry.name)] = (
+                    _process_name(entry, stat),
+                    (int(fields[11]) + int(fields[12])) / ticks,
+                )
+                parents[int(entry.name)] = int(fields[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        mine = os.getpid()
+        for pid, (name, cpu) in seen.items():
+            ancestor, hops = pid, 0
+            while ancestor not in (0, 1, mine) and hops < 64:
+                ancestor, hops = parents.get(ancestor, 0), hops + 1
+            if ancestor == mine:
+                continue
+            self._first.setdefault(pid, cpu)
+            self._last[pid] = (name, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self._thread.start()
+
+    def busiest(self, wall_s: float, limit: int = 6) -> list[dict[str, Any]]:
+        """CPU seconds by process name over the run (a process first seen mid-run counts from then)."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        by_name: dict[str, float] = {}
+        for pid, (name, cpu) in self._last.items():
+            by_name[name] = by_name.get(name, 0.0) + cpu - self._first[pid]
+        rows = sorted(by_name.items(), key=lambda item: -item[1])[:limit]
+        return [{"name": n, "cpu_s": round(c, 1), "cores": round(c / wall_s, 3)} for n, c in rows if c > 0]
 
 
 def scenario(args: argparse.Namespace, target: str, validate: bool, extras: dict[str, Any]) -> dict[str, Any]:
@@ -270,7 +309,8 @@ def docs_section(result: dict[str, Any]) -> str:
         a, b = spec[label]["output_tokens_per_s"], base[label]["output_tokens_per_s"]
         if a and b:
             ratios.append(f"{a / b:.2f}x {'synchronously' if label == 'synchronous' else 'at ' + label}")
-    others = "; ".join(f"`{p['command'][:48]}` {p['cores']:.2f}" for p in machine["busiest_others"][:4])
+    busiest = [p for p in machine.get("busiest_others", []) if p.get("name") and p["cores"] >= 0.05][:4]
+    others = "; busiest by CPU: " + ", ".join(f"`{p['name']}` {p['cores']:.2f} cores" for p in busiest)
     return "\n".join(
         [
             MARK_BEGIN,
@@ -279,8 +319,8 @@ def docs_section(result: dict[str, Any]) -> str:
             f"Measured **once, on a shared and loaded 2-core machine** (other engineers' builds and tests "
             f"ran beside it: load average {machine['load_start'][0]:.1f} at the start and "
             f"{machine['load_end'][0]:.1f} at the end, other processes used {machine['others_cores']:.2f} "
-            f"cores on average over the run's {machine['wall_s']:.0f} s, steal {machine['steal_s']:.0f} s; "
-            f"busiest other processes, in cores: {others}). guidellm {params['guidellm']} ran on the same "
+            f"cores on average over the run's {machine['wall_s']:.0f} s, steal {machine['steal_s']:.0f} s"
+            f"{others if busiest else ''}). guidellm {params['guidellm']} ran on the same "
             f"two cores as the servers. Treat the numbers as indicative, not as a measurement of the design.",
             "",
             f"guidellm, synthetic prompts of {params['prompt_tokens']} tokens asking for "
@@ -297,6 +337,14 @@ def docs_section(result: dict[str, Any]) -> str:
             f"Speculative over target only, output tokens/s: {', '.join(ratios) or 'n/a'}. "
             "TTFT and ITL are per request (medians); output tokens/s is all output tokens over the run's "
             "span. Command: `" + result["command"] + "`; raw numbers in its JSON.",
+            "",
+            "Reading it: the speculative side runs two models of the same size class (draft and target, one "
+            "thread each) where the baseline runs one, so on this CPU it cannot win (see the baselines "
+            "above); the point of the run is that the edge serves a standard load generator's traffic "
+            "unchanged (health check, `ignore_eos`, streamed usage) with no failed request. At "
+            "concurrency 4 llama-cpp-python's server answers one request at a time, so its TTFT is queueing; "
+            "the edge drafts up to 4 requests at once (`EDGESPEC_EDGE_MAX_CONCURRENT`), so its TTFT is "
+            "shorter and its inter-token latency longer.",
             "",
             MARK_END,
         ]
@@ -328,12 +376,19 @@ def main() -> None:
     parser.add_argument(
         "--write-docs", type=Path, metavar="MD", help="rewrite the guidellm section of this Markdown file"
     )
+    parser.add_argument(
+        "--from-json", type=Path, metavar="JSON", help="no run: print or write the docs from this result"
+    )
     args = parser.parse_args()
+    if args.from_json is not None:
+        report(json.loads(args.from_json.read_text()), args)
+        return
     bin_dir = ensure_guidellm()
     work = Path(tempfile.mkdtemp(prefix="bench-guidellm-"))
     load_start, started = os.getloadavg(), time.monotonic()
     busy_start, steal_start, own_start = cpu_seconds()
-    processes_start = process_cpu()
+    sampler = OthersSampler()
+    sampler.start()
     try:
         result = bench(args, bin_dir, work)
     finally:
@@ -361,11 +416,15 @@ def main() -> None:
         "steal_s": steal - steal_start,
         "load_start": load_start,
         "load_end": os.getloadavg(),
-        "busiest_others": busiest_others(processes_start, process_cpu(), wall_s),
+        "busiest_others": sampler.busiest(wall_s),
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out}; machine {result['machine']['others_cores']:.2f} other cores")
+    report(result, args)
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     if args.markdown:
         print(markdown(result))
     if args.write_docs:
