@@ -5,7 +5,8 @@ verifier Deployment already mounts it and serves HTTPS (flags, probes), but no C
 published and the draft servers wait for it. Once a cert-manager-shaped Secret appears, the operator
 copies its ``ca.crt`` (alone) into the CA ConfigMap on its own, and the draft DaemonSet and its pods
 on the emulated Pis mount that ConfigMap, never the Secret, with an https verifier URL. A new CA is
-copied on and rolls the draft servers' template.
+copied on and rolls the draft servers' template. Profiling Jobs, the other edge workload, mount the
+same copy.
 """
 
 from __future__ import annotations
@@ -164,3 +165,54 @@ def test_the_children_carry_the_certificate_and_the_ca(operator: Any, profiles: 
     finally:
         cluster.kubectl("delete", "specdeploy", NAME, "-n", "default", "--ignore-not-found", check=False)
         cluster.kubectl("delete", "secret", SECRET, "-n", "default", "--ignore-not-found", check=False)
+
+
+def test_profiling_jobs_verify_the_verifier_against_the_ca_copy(operator: Any) -> None:
+    cluster, name = operator, "tls-profiled"
+    owner = owner_of(name)
+    secret = {**tls_secret(CA_ONE), "metadata": {"name": f"{name}-tls", "namespace": "default"}}
+    apply(cluster, secret)
+    doc = {
+        "apiVersion": "edgespec.dev/v1alpha1",
+        "kind": "SpeculativeDeployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "target": {"name": TARGET, "priceUsdPerMillionTokens": 0.9, "vllmModel": "m"},
+            "verifier": {"tls": {"secretName": f"{name}-tls"}},
+            # no profile exists for this draft: the operator starts profiling Jobs on the Pis
+            "drafts": [
+                {
+                    "name": "unprofiled",
+                    "quantizations": [{"quantization": QUANT, "source": {"uri": "pypi:u"}}],
+                }
+            ],
+            "deviceClasses": [{"name": "rpi5", "nodeSelector": {"edgespec.dev/device-class": "rpi5"}}],
+        },
+    }
+    apply(cluster, doc)
+    try:
+
+        def jobs() -> list[dict[str, Any]]:
+            selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=profiler"
+            out = cluster.kubectl("get", "jobs", "-n", "default", "-l", selector, "-o", "json").stdout
+            return list(json.loads(out)["items"])
+
+        (job, *_) = wait_for("a profiling Job", jobs, 60)
+        spec = job["spec"]["template"]["spec"]
+        secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        assert f"{name}-tls" not in secrets
+        (main,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert env["EDGESPEC_EDGE_VERIFIER_URL"].startswith("https://")
+        assert env["EDGESPEC_EDGE_CA_FILE"] == CA_FILE
+        ca_volume = next(
+            v for v in spec["volumes"] if v.get("configMap", {}).get("name") == verifier_ca_name(owner)
+        )
+        assert any(m["name"] == ca_volume["name"] for m in main["volumeMounts"])
+        ca_map = wait_for(
+            "the CA ConfigMap", lambda: get_object(cluster, "configmap", verifier_ca_name(owner)), 30
+        )
+        assert ca_map["data"] == {"ca.crt": CA_ONE}
+    finally:
+        cluster.kubectl("delete", "specdeploy", name, "-n", "default", "--ignore-not-found", check=False)
+        cluster.kubectl("delete", "secret", f"{name}-tls", "-n", "default", "--ignore-not-found", check=False)
