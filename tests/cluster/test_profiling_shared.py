@@ -56,6 +56,8 @@ def five(operator: Any) -> Iterator[Any]:
     for namespace, name in DEPLOYMENTS:
         doc = json.loads(json.dumps(sample))
         doc["metadata"] = {"name": name, "namespace": namespace}
+        # a target no other module has profiles of, so every key needs profiling
+        doc["spec"]["target"]["name"] = "shared-profiles-target"
         items.append(doc)
     cluster.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
