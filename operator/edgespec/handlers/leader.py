@@ -28,6 +28,9 @@ from lightkube import ApiError, Client
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgespec.handlers.metrics import REGISTRY
 
 log = logging.getLogger("edgespec.leader")
 
@@ -164,13 +167,19 @@ class StandbyHealth:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self._answer(200, b"standby")
+                if urlparse(self.path).path == "/metrics":
+                    # A valid exposition, so a scrape of the standby succeeds: every family declared,
+                    # none with a sample (the leader holds the state); a bare "standby" failed parsing.
+                    self._answer(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                else:
+                    self._answer(200, b"standby")
 
             def do_POST(self) -> None:
                 self._answer(503, b'{"error": "this replica is a standby; retry"}')
 
-            def _answer(self, code: int, body: bytes) -> None:
+            def _answer(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
                 self.send_response(code)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
