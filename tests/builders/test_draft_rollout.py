@@ -146,3 +146,21 @@ def test_a_draft_change_surges_when_the_node_fits_both_else_drains(draft_input: 
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = container["ports"]
     assert all("hostPort" not in p for p in ports)  # two pods of a node can run at once
+
+
+@pytest.mark.parametrize("role", ["draft", "verifier"])
+def test_a_stopping_server_keeps_serving_until_its_endpoint_is_gone(
+    role: str, draft_input: DraftServerInput, verifier_input: Any
+) -> None:
+    """A preStop sleep delays SIGTERM until kube-proxy has dropped the terminating pod, within the
+    grace period; without it, a rollout refused or hung requests (seen on the real node)."""
+    from edgespec.builders import build_verifier_deployment
+    from edgespec.builders.podspec import DRAIN_SECONDS
+
+    workload = (
+        build_draft_daemon_set(draft_input) if role == "draft" else build_verifier_deployment(verifier_input)
+    )
+    pod = workload["spec"]["template"]["spec"]
+    serving = pod["containers"][0]
+    assert serving["lifecycle"]["preStop"] == {"sleep": {"seconds": DRAIN_SECONDS}}
+    assert 0 < DRAIN_SECONDS < pod["terminationGracePeriodSeconds"]

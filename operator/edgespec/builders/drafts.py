@@ -44,6 +44,7 @@ from edgespec.builders.podspec import (
     TOKEN_FILE,
     container_security_context,
     fetch_init_container,
+    graceful_stop,
     http_probes,
     model_mounts,
     pod_security_context,
@@ -158,6 +159,7 @@ def _container(inp: DraftServerInput) -> dict[str, Any]:
         ],
         "securityContext": container_security_context(),
         **http_probes(),
+        **graceful_stop(),
     }
 
 

@@ -39,6 +39,7 @@ from edgespec.builders.podspec import (
     cache_mounts,
     container_security_context,
     fetch_init_container,
+    graceful_stop,
     http_probes,
     pod_security_context,
     prometheus_annotations,
@@ -154,6 +155,7 @@ def _container(inp: VerifierInput) -> dict[str, Any]:
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
         **http_probes(tls=inp.verifier_tls),
+        **graceful_stop(),
     }
 
 
