@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -39,6 +40,59 @@ PROFILING_PROMPTS = [
     "Describe how a bicycle gear works.",
 ]
 READY_TIMEOUT_S = float(os.environ.get("EDGESPEC_E2E_READY_TIMEOUT", 600))
+
+
+LABEL_DRAFT_MODEL = "edgespec.dev/draft-model"
+LOOPING_CLIENT = "e2e-looping-client"
+# Runs in the edge image's Python: POST short greedy completions until /tmp/stop exists (bounded by
+# a deadline too), then print a JSON summary. Each failure keeps its time and error.
+LOOPING_CLIENT_SCRIPT = """
+import json, os, sys, time, urllib.request
+url, model = sys.argv[1] + "/v1/completions", sys.argv[2]
+body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 2, "temperature": 0}).encode()
+ok, failures, start = 0, [], time.monotonic()
+while not os.path.exists("/tmp/stop") and time.monotonic() - start < 900:
+    try:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=60).read()
+        ok += 1
+        if ok == 1:
+            print("first-ok", flush=True)
+    except Exception as error:
+        failures.append({"t": round(time.monotonic() - start, 2), "error": repr(error)[:200]})
+        time.sleep(0.2)
+print(json.dumps({"ok": ok, "failed": len(failures), "failures": failures[:50],
+                  "seconds": round(time.monotonic() - start, 1)}), flush=True)
+"""
+SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("_sum", "_count", "_created"),
+}
+
+
+def exposition_names(text: str) -> set[str]:
+    """Every sample name a Prometheus text exposition declares (``# TYPE``, with the suffixes of its
+    type) or carries, so a labelled family with no sample yet still counts as exposed."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(maxsplit=3)
+            base = family.removesuffix("_total") if kind == "counter" else family
+            names |= {base + suffix for suffix in SAMPLE_SUFFIXES.get(kind, ("",))}
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
+    return names
+
+
+def dashboard_metrics() -> set[str]:
+    """The ``edgespec_*`` names the chart's Grafana dashboard queries (panels and variables)."""
+    dashboard = json.loads((ROOT / "charts/edgespec/files/dashboards/edgespec.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        exprs.append(query.get("query", "") if isinstance(query, dict) else str(query or ""))
+    return {m for e in exprs for m in re.findall(r"\b(edgespec_[a-z0-9_]+)", e)}
 
 
 class E2E:
@@ -176,9 +230,12 @@ class Scenario:
         return str(pods[0]["spec"]["nodeName"])
 
     def wait_ready(self) -> dict[str, Any]:
+        """Phase Ready and the draft DaemonSets settled: a surge rollout keeps the phase Ready while
+        the old and the new pod both run, so wait until each node has its one updated pod."""
+
         def ready() -> dict[str, Any] | None:
             status = self.status()
-            return status if status.get("phase") == "Ready" else None
+            return status if status.get("phase") == "Ready" and self.drafts_settled() else None
 
         return dict(self._wait("phase Ready", ready, READY_TIMEOUT_S))
 
@@ -198,6 +255,25 @@ class Scenario:
             )
             return f"phase={status.get('phase')} {conditions}"
         return "unreadable"
+
+    def drafts_settled(self) -> bool:
+        """Every draft DaemonSet rolled out: observed, all pods updated and ready, none extra."""
+        sets = self.e2e.items(
+            "daemonsets", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=draft,{LABEL_INSTANCE}={self.name}"
+        )
+        for ds in sets:
+            state, desired = ds.get("status", {}), ds["status"].get("desiredNumberScheduled", -1)
+            if state.get("observedGeneration") != ds["metadata"]["generation"]:
+                return False
+            counts = (
+                state.get("updatedNumberScheduled"),
+                state.get("numberReady"),
+                state.get("currentNumberScheduled"),
+            )
+            if counts != (desired, desired, desired) or state.get("numberUnavailable", 0):
+                return False
+        pods = [p for p in self.draft_pods() if p["metadata"].get("deletionTimestamp") is None]
+        return bool(sets) and len(pods) == sum(ds["status"]["desiredNumberScheduled"] for ds in sets)
 
     def draft_pods(self) -> list[dict[str, Any]]:
         return self.e2e.items(
@@ -234,8 +310,6 @@ class Scenario:
     def served_k(self) -> int | None:
         """K as the running draft server reports it (its ``edgespec_edge_speculative_length`` gauge)."""
         with self.port_forward(f"pod/{self.draft_pod()['metadata']['name']}", 8080) as port:
-            import urllib.request
-
             # One short completion makes the server read its K file for a round.
             body = json.dumps(
                 {"model": self.target_name, "prompt": "Hello", "max_tokens": 4, "temperature": 0}
@@ -285,6 +359,143 @@ class Scenario:
 
     def wait_no_running_containers(self) -> None:
         wait_for("no container of the namespace left on the node", lambda: not self.running_containers(), 180)
+
+    # -- a client on the node, through the draft Service --------------------------------------------
+    def start_looping_client(self) -> str:
+        """A pod on the class's node that sends short completions to the draft Service in a loop
+        (``internalTrafficPolicy: Local`` sends it to its own node's draft server) until told to
+        stop, then prints one JSON line: ok and failed counts and each failure's time and error.
+        It runs the draft pod's own image, so it needs nothing the cluster does not already hold."""
+        draft = self.draft_pod()
+        service = self.draft_service()
+        url = f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}"
+        container = draft["spec"]["containers"][0]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": LOOPING_CLIENT, "namespace": NAMESPACE},
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeName": draft["spec"]["nodeName"],
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "client",
+                        "image": container["image"],
+                        "imagePullPolicy": container.get("imagePullPolicy", "IfNotPresent"),
+                        "command": ["python", "-c", LOOPING_CLIENT_SCRIPT, url, self.target_name],
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "64Mi"},
+                            "limits": {"memory": "128Mi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            },
+        }
+        self.e2e.kubectl("delete", "pod", LOOPING_CLIENT, "-n", NAMESPACE, "--wait=true", check=False)
+        self.e2e.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+
+        def serving() -> bool:
+            logs = self.e2e.kubectl("logs", LOOPING_CLIENT, "-n", NAMESPACE, check=False)
+            return "first-ok" in logs
+
+        self._wait("the looping client's first completion", serving, 180, every_s=2)
+        return LOOPING_CLIENT
+
+    def stop_looping_client(self) -> dict[str, Any]:
+        """Tell the client to stop, wait for it to finish, and return its summary."""
+        stop = ["python", "-c", "open('/tmp/stop', 'w')"]
+        self.e2e.kubectl("exec", LOOPING_CLIENT, "-n", NAMESPACE, "--", *stop)
+
+        def finished() -> dict[str, Any] | None:
+            pod = self.e2e.get_json("pod", LOOPING_CLIENT, "-n", NAMESPACE)
+            if pod["status"].get("phase") not in ("Succeeded", "Failed"):
+                return None
+            logs = self.e2e.kubectl("logs", LOOPING_CLIENT, "-n", NAMESPACE)
+            summary = [line for line in logs.splitlines() if line.startswith("{")]
+            assert summary, f"the looping client printed no summary: {logs[-2000:]}"
+            return dict(json.loads(summary[-1]))
+
+        return dict(self._wait("the looping client to finish", finished, 120, every_s=2))
+
+    def draft_service(self) -> dict[str, Any]:
+        services = self.e2e.items(
+            "services", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=draft,{LABEL_INSTANCE}={self.name}"
+        )
+        assert services, "no draft Service"
+        return services[0]
+
+    def switch_draft(self) -> tuple[str, str]:
+        """Make the class run the other draft of the sample (K stays pinned): the DaemonSet rolls."""
+        selection = self.status()["deviceClasses"][0]["selection"]
+        others = [d for d in self.manifest["spec"]["drafts"] if d["name"] != selection["draftModel"]]
+        assert others, "the sample has a single draft: nothing to switch to"
+        patch = {"spec": {"drafts": others[:1]}}
+        self.e2e.kubectl(
+            "patch", "specdeploy", self.name, "-n", NAMESPACE, "--type=merge", "-p", json.dumps(patch)
+        )
+        return selection["draftModel"], others[0]["name"]
+
+    def wait_for_draft(self, draft: str) -> dict[str, Any]:
+        """The class's one draft pod once it runs ``draft``, ready, and the old pod gone."""
+
+        def rolled() -> dict[str, Any] | None:
+            pods = self.draft_pods()
+            if len(pods) != 1 or pods[0]["metadata"].get("deletionTimestamp"):
+                return None
+            pod = pods[0]
+            statuses = pod["status"].get("containerStatuses", [])
+            runs = pod["metadata"]["labels"].get(LABEL_DRAFT_MODEL) == draft  # sample names are label-safe
+            return pod if runs and statuses and all(c["ready"] for c in statuses) else None
+
+        what = f"the draft pod of {draft} to be the only one, ready"
+        return dict(self._wait(what, rolled, READY_TIMEOUT_S))
+
+    # -- metrics ------------------------------------------------------------------------------------
+    def metric_names(self) -> dict[str, set[str]]:
+        """Sample names each component's real pod exposes on ``/metrics``, through ``kubectl
+        port-forward``: the draft server, the verifier and every ready operator replica (Prometheus
+        scrapes the standby too, so its answer must be a valid exposition as well)."""
+        draft = self.draft_pod()["metadata"]["name"]
+        verifier = self.e2e.items(
+            "pods", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=verifier,{LABEL_INSTANCE}={self.name}"
+        )
+        operators = [
+            p
+            for p in self.e2e.items("pods", "-A", "-l", f"{LABEL_COMPONENT}=operator")
+            if all(c.get("ready") for c in p["status"].get("containerStatuses", []))
+        ]
+        assert verifier and operators, "no verifier pod or no ready operator pod"
+        targets = {
+            "edge server": (NAMESPACE, f"pod/{draft}", 8080),
+            "verifier": (NAMESPACE, f"pod/{verifier[0]['metadata']['name']}", 8000),
+        }
+        for operator in operators:
+            port = next(
+                port["containerPort"]
+                for container in operator["spec"]["containers"]
+                for port in container.get("ports", [])
+                if port.get("name") == "metrics"
+            )
+            name = operator["metadata"]["name"]
+            targets[f"operator {name}"] = (operator["metadata"]["namespace"], f"pod/{name}", port)
+        names: dict[str, set[str]] = {}
+        for component, (namespace, target, port) in targets.items():
+            forward = port_forward(self.e2e.kubectl_path, self.e2e.kubeconfig, namespace, target, port)
+            with forward as local:
+                url = f"http://127.0.0.1:{local}/metrics"
+                with urllib.request.urlopen(url, timeout=30) as reply:
+                    names[component] = exposition_names(reply.read().decode())
+        return names
 
     # -- clients ------------------------------------------------------------------------------------
     def port_forward(self, target: str, port: int) -> contextlib.AbstractContextManager[int]:

@@ -15,8 +15,12 @@ through the steps a user depends on, each a test below, in order:
 3. completions through the draft Service (official ``openai`` SDK, greedy) equal the target model
    decoding alone;
 4. a change of K reaches the running pod with no restart;
-5. the pod's telemetry reaches the operator;
-6. deleting the deployment leaves no pod and no running container on the node.
+5. a change of draft rolls the node's draft server while a client loops on the node through the
+   draft Service: no request fails under a surge rollout;
+6. the pod's telemetry reaches the operator;
+7. every metric the chart's dashboard queries is exposed by the real pods (draft server, verifier,
+   operator);
+8. deleting the deployment leaves no pod and no running container on the node.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import E2E, Scenario, reference_greedy
+from e2e_support import E2E, Scenario, dashboard_metrics, reference_greedy
 
 # Beyond pytest's default per-test bound: the first step waits for profiling, which the sample
 # bounds itself (profiling.timeoutSeconds per Job, one Job at a time per class).
@@ -114,6 +118,28 @@ def test_k_change_reaches_the_running_pod_without_restart(scenario: Scenario) ->
     assert all(c["restartCount"] == 0 for c in after["status"]["containerStatuses"])
 
 
+def test_a_draft_change_keeps_serving_the_node(scenario: Scenario) -> None:
+    """A client looping on the node through the draft Service while the class's draft changes:
+    under Surge (the node's memory fits both drafts) no request fails; under Drain the gap is
+    measured and reported."""
+    scenario.wait_ready()
+    before = scenario.draft_pod()
+    scenario.start_looping_client()
+    old, new = scenario.switch_draft()
+    after = scenario.wait_for_draft(new)
+    summary = scenario.stop_looping_client()
+    rollout = scenario.status()["deviceClasses"][0].get("rollout")
+    assert after["metadata"]["uid"] != before["metadata"]["uid"], f"{old} -> {new} did not roll the pod"
+    assert summary["ok"] > 0, summary
+    if rollout == "Surge":
+        assert summary["failed"] == 0, f"requests failed during a surge rollout {old} -> {new}: {summary}"
+    else:
+        assert rollout == "Drain", rollout
+        times = [f["t"] for f in summary["failures"]]
+        print(f"drain gap: {max(times) - min(times) if times else 0:.1f} s, {summary}")
+    scenario.wait_ready()
+
+
 def test_telemetry_reaches_the_operator(scenario: Scenario) -> None:
     scenario.wait_ready()
     with scenario.openai_client() as client:
@@ -123,6 +149,18 @@ def test_telemetry_reaches_the_operator(scenario: Scenario) -> None:
             )
     live = scenario.wait_for_live_telemetry()
     assert live.get("rounds", 0) > 0, live
+
+
+def test_every_metric_the_dashboard_queries_is_exposed_by_the_real_pods(scenario: Scenario) -> None:
+    scenario.wait_ready()
+    exposed = scenario.metric_names()
+    used = dashboard_metrics()
+    assert len(used) >= 10, used
+    missing = sorted(used - set().union(*exposed.values()))
+    seen = {c: sorted(n for n in names if n.startswith("edgespec_")) for c, names in exposed.items()}
+    assert missing == [], f"the dashboard queries metrics no running pod exposes: {missing}; exposed: {seen}"
+    for component, names in exposed.items():
+        assert any(n in used for n in names), f"the dashboard shows nothing of the {component}"
 
 
 def test_delete_leaves_no_pod_or_container(scenario: Scenario) -> None:
