@@ -29,8 +29,10 @@ k get nodes -L edgespec.dev/device-class,kubernetes.io/arch,node.kubernetes.io/i
 k get pods -n edgespec-system -o wide
 
 echo "==> the paper's fleet: samples/speculativedeployment-paper.yaml with imported profiles"
-k apply -f samples/speculativedeployment-paper.yaml
+# The profiles first: applied after the deployment, its profiling Jobs would already be created (and
+# "complete" at once on the KWOK nodes, which run nothing).
 k apply -f samples/profiles/paper-illustrative.yaml > /dev/null
+k apply -f samples/speculativedeployment-paper.yaml
 for _ in $(seq 1 120); do
   [ -n "$(k get specdeploy llama70b-edge -o jsonpath='{.status.kSummary}')" ] && break; sleep 0.5
 done

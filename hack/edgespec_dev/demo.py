@@ -24,7 +24,7 @@ from edgespec_dev import tools
 from edgespec_dev.portforward import port_forward
 
 OPERATOR_NAMESPACE = "edgespec-system"
-OPERATOR_SERVICE_COMPONENT = "app.kubernetes.io/component=operator,app.kubernetes.io/part-of=edgespec"
+OPERATOR_PODS = "app.kubernetes.io/component=operator"
 
 
 def _kubeconfig() -> Path | None:
@@ -62,8 +62,16 @@ def watch(name: str, namespace: str, timeout_s: float) -> int:
     started = time.monotonic()
     last = ""
     while time.monotonic() - started < timeout_s:
-        status = dict(kubectl_json("get", "specdeploy", name, "-n", namespace).get("status") or {})
-        jobs = kubectl_json("get", "jobs", "-A", "-l", "app.kubernetes.io/component=profiler")["items"]
+        deployment = kubectl_json("get", "specdeploy", name, "-n", namespace)
+        status = dict(deployment.get("status") or {})
+        # The Jobs profiling this deployment's classes (a Job may be shared with other deployments).
+        classes = {c["name"] for c in deployment["spec"].get("deviceClasses", [])}
+        profilers = kubectl_json("get", "jobs", "-A", "-l", "app.kubernetes.io/component=profiler")
+        jobs = [
+            job
+            for job in profilers["items"]
+            if job["metadata"].get("labels", {}).get("edgespec.dev/device-class") in classes
+        ]
         line = describe(status, jobs)
         if line != last:
             print(f"  [{time.monotonic() - started:6.1f}s] {line}", flush=True)
@@ -115,27 +123,35 @@ def complete(name: str, namespace: str, prompt: str, max_tokens: int) -> int:
 
 
 def metrics() -> int:
-    services = kubectl_json("get", "services", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SERVICE_COMPONENT)[
-        "items"
-    ]
-    if not services:
-        print("no operator metrics Service found", file=sys.stderr)
-        return 1
-    service = services[0]
-    port = service["spec"]["ports"][0]["port"]
-    with port_forward(
-        tools.ensure("kubectl"), _kubeconfig(), OPERATOR_NAMESPACE, f"svc/{service['metadata']['name']}", port
-    ) as local:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{local}/metrics", timeout=30).read().decode()
+    """The leader's counters: every operator replica is scraped, the standby's families are empty."""
+    pods = kubectl_json("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_PODS)["items"]
     wanted = (
         "edgespec_reconciles_total",
         "edgespec_api_requests_total",
         "edgespec_selection_changes_total",
         "edgespec_telemetry",
     )
-    for line in text.splitlines():
-        if line.startswith(wanted):
-            print(" ", line)
+    best: tuple[str, list[str]] = ("", [])
+    for pod in pods:
+        ports = [
+            p for c in pod["spec"]["containers"] for p in c.get("ports", []) if p.get("name") == "metrics"
+        ]
+        if not ports or pod["status"].get("phase") != "Running":
+            continue
+        target = f"pod/{pod['metadata']['name']}"
+        with port_forward(
+            tools.ensure("kubectl"), _kubeconfig(), OPERATOR_NAMESPACE, target, ports[0]["containerPort"]
+        ) as local:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{local}/metrics", timeout=30).read().decode()
+        lines = [line for line in text.splitlines() if line.startswith(wanted)]
+        if len(lines) > len(best[1]):
+            best = (pod["metadata"]["name"], lines)
+    if not best[1]:
+        print("no operator replica reports any reconcile yet", file=sys.stderr)
+        return 1
+    print(f"  (from {best[0]}, the replica holding the leader Lease)")
+    for line in best[1]:
+        print(" ", line)
     return 0
 
 
