@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from edgespec.api.deployment import SpeculativeDeploymentSpec
-from edgespec.api.profile import AcceptancePoint, EdgeProfileSpec
+from edgespec.api.profile import EdgeProfileSpec
 from edgespec.builders import Owner, WorkloadImages
 from edgespec.handlers.workqueue import BACKOFF_CAP_S, backoff_delay
 from edgespec.plan import (
@@ -21,6 +21,7 @@ from edgespec.plan import (
     with_apply_outcome,
 )
 from edgespec.status import NodeInfo
+from operator_samples import uniform_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -42,21 +43,7 @@ def spec() -> SpeculativeDeploymentSpec:
 
 
 def _profiles(spec: SpeculativeDeploymentSpec) -> list[EdgeProfileSpec]:
-    return [
-        EdgeProfileSpec(
-            device_class=c.name,
-            draft_model=d.name,
-            quantization=q.quantization,
-            target_model=spec.target.name,
-            draft_tokens_per_s=40.0,
-            power_watts=6.0,
-            acceptance=[AcceptancePoint(k=2, alpha=0.6)],
-            measured_at=T0,
-        )
-        for c in spec.device_classes
-        for d in spec.drafts
-        for q in d.quantizations
-    ]
+    return uniform_profiles(spec, T0)
 
 
 def test_a_rejected_child_is_named_once_and_degrades(spec: SpeculativeDeploymentSpec) -> None:

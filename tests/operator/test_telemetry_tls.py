@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 from edgespec.api.deployment import SpeculativeDeploymentSpec
-from edgespec.api.profile import AcceptancePoint, EdgeProfileSpec
 from edgespec.builders import Owner, WorkloadImages
 from edgespec.builders.naming import verifier_ca_name
 from edgespec.handlers.reconcile import Reconciler
 from edgespec.plan import desired_children, plan_status
 from edgespec.settings import OperatorSettings
 from edgespec.status import NodeInfo
+from operator_samples import uniform_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -42,21 +42,7 @@ def children_for(spec: SpeculativeDeploymentSpec, reconciler: Reconciler) -> lis
         )
         for c in spec.device_classes
     ]
-    profiles = [
-        EdgeProfileSpec(
-            device_class=c.name,
-            draft_model=d.name,
-            quantization=q.quantization,
-            target_model=spec.target.name,
-            draft_tokens_per_s=40.0,
-            power_watts=6.0,
-            acceptance=[AcceptancePoint(k=2, alpha=0.6)],
-            measured_at=T0,
-        )
-        for c in spec.device_classes
-        for d in spec.drafts
-        for q in d.quantizations
-    ]
+    profiles = uniform_profiles(spec, T0)
     plan = plan_status(spec=spec, generation=1, previous=None, nodes=nodes, profiles=profiles, now=T0)
     return desired_children(
         spec=spec, owner=OWNER, images=IMAGES, token="t", status=plan.status, telemetry=reconciler.telemetry
