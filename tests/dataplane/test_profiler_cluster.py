@@ -43,7 +43,6 @@ async def measured_profile(verifier: TestServer, draft_file: Path, tmp_path: Pat
     return out
 
 
-@pytest.mark.skipif(not CRD.is_file(), reason="crds/edgespec.dev_edgeprofiles.yaml not generated yet")
 async def test_profiler_output_is_accepted_by_the_crd(cluster: Any, measured_profile: Path) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/edgeprofiles.edgespec.dev", "--timeout=60s")
