@@ -8,33 +8,11 @@ empty without an error, so this is checked by exact name (a counter queried with
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-from typing import Any
-
+from edgespec_dev import dashboard
+from edgespec_dev.dashboard import SAMPLE_SUFFIXES, used_metrics
 from prometheus_client import CollectorRegistry
 
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = json.loads((REPO / "charts" / "edgespec" / "files" / "dashboards" / "edgespec.json").read_text())
-SAMPLE_SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("_sum", "_count", "_created"),
-    "gauge": ("",),
-}
-
-
-def queries(dashboard: dict[str, Any]) -> list[str]:
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    for variable in dashboard.get("templating", {}).get("list", []):
-        query = variable.get("query")
-        exprs.append(query.get("query", "") if isinstance(query, dict) else str(query or ""))
-    return exprs
-
-
-def used_metrics(dashboard: dict[str, Any]) -> set[str]:
-    return {m for e in queries(dashboard) for m in re.findall(r"\b(edgespec_[a-z0-9_]+)", e)}
+DASHBOARD = dashboard.load()
 
 
 def exposed_metrics() -> dict[str, str]:

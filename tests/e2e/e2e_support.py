@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from edgespec_dev.dashboard import exposition_names
 from edgespec_dev.portforward import port_forward
 from edgespec_dev.waiting import wait_for
 
@@ -64,35 +65,6 @@ while not os.path.exists("/tmp/stop") and time.monotonic() - start < 900:
 print(json.dumps({"ok": ok, "failed": len(failures), "failures": failures[:50],
                   "seconds": round(time.monotonic() - start, 1)}), flush=True)
 """
-SAMPLE_SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("_sum", "_count", "_created"),
-}
-
-
-def exposition_names(text: str) -> set[str]:
-    """Every sample name a Prometheus text exposition declares (``# TYPE``, with the suffixes of its
-    type) or carries, so a labelled family with no sample yet still counts as exposed."""
-    names: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, family, kind = line.split(maxsplit=3)
-            base = family.removesuffix("_total") if kind == "counter" else family
-            names |= {base + suffix for suffix in SAMPLE_SUFFIXES.get(kind, ("",))}
-        elif line and not line.startswith("#"):
-            names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
-    return names
-
-
-def dashboard_metrics() -> set[str]:
-    """The ``edgespec_*`` names the chart's Grafana dashboard queries (panels and variables)."""
-    dashboard = json.loads((ROOT / "charts/edgespec/files/dashboards/edgespec.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    for variable in dashboard.get("templating", {}).get("list", []):
-        query = variable.get("query")
-        exprs.append(query.get("query", "") if isinstance(query, dict) else str(query or ""))
-    return {m for e in exprs for m in re.findall(r"\b(edgespec_[a-z0-9_]+)", e)}
 
 
 class E2E:

@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import E2E, Scenario, dashboard_metrics, reference_greedy
+from e2e_support import E2E, Scenario, reference_greedy
+from edgespec_dev import dashboard
 
 # Beyond pytest's default per-test bound: the first step waits for profiling, which the sample
 # bounds itself (profiling.timeoutSeconds per Job, one Job at a time per class).
@@ -154,7 +155,7 @@ def test_telemetry_reaches_the_operator(scenario: Scenario) -> None:
 def test_every_metric_the_dashboard_queries_is_exposed_by_the_real_pods(scenario: Scenario) -> None:
     scenario.wait_ready()
     exposed = scenario.metric_names()
-    used = dashboard_metrics()
+    used = dashboard.used_metrics(dashboard.load())
     assert len(used) >= 10, used
     missing = sorted(used - set().union(*exposed.values()))
     seen = {c: sorted(n for n in names if n.startswith("edgespec_")) for c, names in exposed.items()}
