@@ -8,8 +8,9 @@ import logging
 import kopf
 from lightkube import Client
 
-from edgespec.handlers import registration
+from edgespec.handlers import registration  # noqa: F401  (registers the kopf handlers)
 from edgespec.handlers.leader import Elector, StandbyHealth
+from edgespec.handlers.state import new_memo, state_of
 
 
 def configure_logging(level: str) -> None:
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         help="liveness endpoint URL, or 'none' to disable",
     )
     args = parser.parse_args(argv)
-    settings = registration.SETTINGS
+    memo = new_memo()  # the operator's state, handed to every handler by kopf (handlers/state.py)
+    settings = state_of(memo).settings
     namespaces = [n for n in settings.namespaces.split(",") if n]
     configure_logging("DEBUG" if args.verbose else settings.log_level)
     liveness = None if args.liveness in ("", "none") else args.liveness
@@ -42,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         elector.keep()
     try:
         kopf.run(
-            standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness,
+            memo=memo,
         )
     finally:
         if elector is not None:
