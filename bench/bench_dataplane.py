@@ -6,14 +6,18 @@ Runs the verifier (llama.cpp engine, exact mode) as a subprocess on loopback and
 verifier, a toxiproxy (built from its Go module by ``edgespec_dev.tools``) adding half the round trip
 in each direction. Per draft: first the profiler's own measurements at loopback (v_d drafting in the
 loop, alpha(K) and T_verify(K) against the live verifier, and the draft's decode speed alone), then the
-real draft-verify loop at each RTT and K. Beside each measured goodput, ConfigSpec's prediction
-G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT) from the profile (``edgespec.configspec.metrics``), its
-error, and the loop's efficiency: measured goodput over the analytical bound, the same formula with
-the profile's v_d and that run's own alpha and mean verify round trip (what a loop with no cost of its
-own would reach); also against the draft's decode speed alone, which charges the loop its re-reads.
-Finally the per-call overhead of a verify round trip on loopback
-(edge-side round trip minus verifier-side time). Writes JSON; ``--markdown`` prints the goodput table,
-``--write-docs`` rewrites the data-plane section of docs/benchmarks.md.
+real draft-verify loop at each RTT and K. Measured goodput is steady state, over the rounds that
+drafted all K (``steady_state``: not each prompt's first round, nor its last rounds, cut short by the
+token limit; the whole generation after its first round is kept beside it). Beside it, ConfigSpec's
+prediction G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT + o) from the profile
+(``edgespec.configspec.metrics``), its error, and the loop's efficiency: measured goodput over the
+analytical bound, the same formula with the profile's v_d and that run's own alpha and mean verify
+round trip (what a loop with no cost of its own would reach); also against the draft's decode speed
+alone, which charges the loop its re-reads. Finally the per-call overhead of a verify round trip on
+loopback (edge-side round trip minus verifier-side time). Writes JSON, with every round of the
+profile and of the runs (``ROUND_FIELDS``) so the model can be checked again offline; ``--markdown``
+prints the goodput table, ``--write-docs`` rewrites the data-plane section of docs/benchmarks.md, and
+``--from-json`` does both from a recorded JSON (summary recomputed) without measuring anything.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ from edgespec.configspec.metrics import goodput_tokens_per_s
 from edgespec.wire import GenerateRequest, VerifyRequest
 from edgespec_dev.drafts import ensure, target_path
 from edgespec_edge.llama_kv import LlamaRuntime
-from edgespec_edge.loop import Drafter, GenerationStats, VerifierClient
+from edgespec_edge.loop import Drafter, GenerationStats, RoundStats, VerifierClient
 from edgespec_edge.models import builtin_catalog
 from edgespec_edge.power import NominalSensor
 from edgespec_edge.profiler import (
     DraftUnderTest,
+    full_rounds,
     load_prompts,
     measure_acceptance,
     measure_draft,
@@ -136,6 +141,32 @@ async def run_loop(
 ) -> GenerationStats:
     """The loop over the prompts; totals exclude each prompt's first round (TTFT), as G(K) is steady state."""
     return await measure_acceptance(drafter, client, prompts, k, tokens, steady_state=True)
+
+
+ROUND_FIELDS = ("drafted", "accepted", "draft_s", "round_trip_s", "verify_s")
+"""The columns of every recorded round (``rounds`` in the JSON): the raw data behind each number."""
+
+
+def round_records(rounds: list[RoundStats]) -> list[list[float]]:
+    return [[r.drafted, r.accepted, r.draft_s, r.round_trip_s, r.verify_s] for r in rounds]
+
+
+def steady_state(rounds: list[RoundStats], k: int, other_s_per_round: float) -> dict[str, float]:
+    """The rounds of ``k`` drafts (``full_rounds``), what G(K) describes: their goodput (committed
+    tokens, accepted + 1 each, over their drafting, verify round trips and the loop's own time per
+    round), alpha and mean times. The short rounds at the end of each ``max_tokens`` generation are
+    left out as the first round is; ``whole`` in the run keeps them."""
+    full = full_rounds(rounds, k)
+    drafted = sum(r.drafted for r in full)
+    seconds = sum(r.draft_s + r.round_trip_s for r in full) + other_s_per_round * len(full)
+    return {
+        "rounds": len(full),
+        "goodput": sum(r.accepted + 1 for r in full) / seconds,
+        "alpha": sum(r.accepted for r in full) / drafted if drafted else 0.0,
+        "mean_round_trip_s": statistics.mean(r.round_trip_s for r in full),
+        "mean_verify_s": statistics.mean(r.verify_s for r in full),
+        "mean_draft_s": statistics.mean(r.draft_s for r in full),
+    }
 
 
 def goodput(k: int, alpha: float, v_d: float, t_verify: float, overhead_s: float = 0.0) -> float:
@@ -284,6 +315,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             overhead_s = spec.round_overhead_s
             alpha = {p.k: p.alpha for p in spec.acceptance}
             t_verify = {p.k: p.seconds for p in spec.verify_latency.measured}
+            profile_full = {k: full_rounds(measured_draft.rounds.get(k, []), k) for k in args.k}
             row: dict[str, Any] = {
                 "draft": name,
                 "quantization": entry.quantization,
@@ -295,6 +327,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "decode_tokens_per_s": decode_alone,
                 "alpha": alpha,
                 "t_verify_s": t_verify,
+                "round_fields": list(ROUND_FIELDS),
+                "profile_rounds": {k: round_records(measured_draft.rounds.get(k, [])) for k in args.k},
                 "runs": [],
             }
             runtime = LlamaRuntime(path, n_ctx=2048, n_threads=args.threads)
@@ -308,16 +342,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     try:
                         for k in args.k:
                             stats = await run_loop(drafter, client, prompts, k, args.tokens)
-                            measured = stats.completion_tokens / stats.elapsed_s
-                            run_alpha = stats.accepted / stats.drafted if stats.drafted else 0.0
-                            run_t_verify = statistics.mean(r.round_trip_s for r in stats.rounds)
-                            run_draft_s = statistics.mean(r.draft_s for r in stats.rounds)
+                            other_s = (
+                                stats.elapsed_s - sum(r.draft_s + r.round_trip_s for r in stats.rounds)
+                            ) / len(stats.rounds)
+                            steady = steady_state(stats.rounds, k, other_s)
+                            measured = steady["goodput"]
+                            whole = stats.completion_tokens / stats.elapsed_s
                             predicted = goodput(
                                 k, alpha[k], spec.draft_tokens_per_s, t_verify[k] + rtt / 1e3, overhead_s
                             )
                             predicted_plain = goodput(k, alpha[k], plain_v_d, t_verify[k] + rtt / 1e3)
-                            bound = goodput(k, run_alpha, spec.draft_tokens_per_s, run_t_verify)
-                            bound_alone = goodput(k, run_alpha, decode_alone, run_t_verify)
+                            bound = goodput(
+                                k, steady["alpha"], spec.draft_tokens_per_s, steady["mean_round_trip_s"]
+                            )
+                            bound_alone = goodput(
+                                k, steady["alpha"], decode_alone, steady["mean_round_trip_s"]
+                            )
+                            reference = profile_full[k]
                             run = {
                                 "rtt_ms": rtt,
                                 "k": k,
@@ -326,21 +367,35 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 "prediction_error": (predicted - measured) / measured,
                                 "predicted_without_overhead": predicted_plain,
                                 "prediction_error_without_overhead": (predicted_plain - measured) / measured,
+                                "goodput_whole": whole,
+                                "prediction_error_whole": (predicted - whole) / whole,
                                 "bound": bound,
                                 "efficiency": measured / bound,
                                 "efficiency_vs_decode_alone": measured / bound_alone,
-                                "alpha": run_alpha,
-                                "rounds": len(stats.rounds),
-                                "mean_round_trip_s": run_t_verify,
-                                "mean_draft_s": run_draft_s,
+                                "alpha": steady["alpha"],
+                                "rounds": steady["rounds"],
+                                "mean_round_trip_s": steady["mean_round_trip_s"],
+                                "mean_draft_s": steady["mean_draft_s"],
+                                "verify_s_vs_profile": steady["mean_verify_s"]
+                                / statistics.mean(r.verify_s for r in reference)
+                                if reference
+                                else None,
+                                "draft_s_vs_profile": steady["mean_draft_s"]
+                                / statistics.mean(r.draft_s for r in reference)
+                                if reference
+                                else None,
+                                "alpha_whole": stats.accepted / stats.drafted if stats.drafted else 0.0,
+                                "rounds_whole": len(stats.rounds),
+                                "drafted_per_round_whole": stats.drafted / len(stats.rounds),
                                 "draft_s_per_token": sum(r.draft_s for r in stats.rounds) / stats.drafted,
-                                "loop_other_s_per_round": (
-                                    stats.elapsed_s - sum(r.draft_s + r.round_trip_s for r in stats.rounds)
-                                )
-                                / len(stats.rounds),
+                                "loop_other_s_per_round": other_s,
                                 "round_trip_minus_verify_s": statistics.median(
                                     r.round_trip_s - r.verify_s for r in stats.rounds
                                 ),
+                                "round_trip_minus_verify_mean_s": statistics.mean(
+                                    r.round_trip_s - r.verify_s for r in stats.rounds
+                                ),
+                                "round_records": round_records(stats.rounds),
                             }
                             row["runs"].append(run)
                             log(
@@ -369,35 +424,42 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             if proxy is not None:
                 proxy.set_rtt(0)
         result["no_speculation"] = no_speculation_table(result)
-        runs = [r for d in result["drafts"] for r in d["runs"]]
-        errors = [abs(r["prediction_error"]) for r in runs]
-        efficiencies = [r["efficiency"] for r in runs]
-        alone = [r["efficiency_vs_decode_alone"] for r in runs]
-        result["summary"] = {
-            "median_abs_prediction_error": statistics.median(errors),
-            "max_abs_prediction_error": max(errors),
-            "median_efficiency": statistics.median(efficiencies),
-            "min_efficiency": min(efficiencies),
-            "median_efficiency_vs_decode_alone": statistics.median(alone),
-            "min_efficiency_vs_decode_alone": min(alone),
-            "median_abs_error_by_k": {
-                k: statistics.median(abs(r["prediction_error"]) for r in runs if r["k"] == k) for k in args.k
-            },
-            "median_abs_error_by_k_without_overhead": {
-                k: statistics.median(abs(r["prediction_error_without_overhead"]) for r in runs if r["k"] == k)
-                for k in args.k
-            },
-            "in_loop_overhead_ms": statistics.median(
-                r["round_trip_minus_verify_s"] for r in runs if r["rtt_ms"] == 0
-            )
-            * 1e3,
-        }
+        result["summary"] = summarise(result)
         return result
     finally:
         if proxy is not None:
             proxy.close()
         verifier.terminate()
         verifier.wait(30)
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """Errors, efficiencies and overheads over all runs, and the median |error| by K."""
+    runs = [r for d in result["drafts"] for r in d["runs"]]
+    errors = [abs(r["prediction_error"]) for r in runs]
+    efficiencies = [r["efficiency"] for r in runs]
+    alone = [r["efficiency_vs_decode_alone"] for r in runs]
+
+    def by_k(key: str) -> dict[int, float]:
+        return {k: statistics.median(abs(r[key]) for r in runs if r["k"] == k) for k in result["ks"]}
+
+    drift = [r["verify_s_vs_profile"] for r in runs if r.get("verify_s_vs_profile")]
+    return {
+        "median_abs_prediction_error": statistics.median(errors),
+        "max_abs_prediction_error": max(errors),
+        "median_efficiency": statistics.median(efficiencies),
+        "min_efficiency": min(efficiencies),
+        "median_efficiency_vs_decode_alone": statistics.median(alone),
+        "min_efficiency_vs_decode_alone": min(alone),
+        "median_abs_error_by_k": by_k("prediction_error"),
+        "median_abs_error_by_k_without_overhead": by_k("prediction_error_without_overhead"),
+        "median_abs_error_by_k_whole": by_k("prediction_error_whole"),
+        "verify_s_vs_profile_range": [min(drift), max(drift)] if drift else None,
+        "in_loop_overhead_ms": statistics.median(
+            r["round_trip_minus_verify_s"] for r in runs if r["rtt_ms"] == 0
+        )
+        * 1e3,
+    }
 
 
 def no_speculation_table(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -504,13 +566,19 @@ def docs_section(result: dict[str, Any]) -> str:
             f"{result['prompts']} prompts of the project's set, {result['tokens_per_prompt']} tokens each. "
             "First, per draft, the profiler (`edgespec_edge.profiler.measure_draft`) measures on loopback, "
             "before and apart from the goodput runs: v_d (drafted tokens over drafting time in its own loop "
-            "runs), alpha(K) and T_verify(K) (median verify round trip), from steady-state rounds. "
-            "**goodput** is steady state: tokens after each prompt's first round over the time after it. "
+            "runs), alpha(K) and T_verify(K) (median verify round trip), from steady-state rounds of K "
+            "drafts. "
+            "**goodput** is steady state, the rounds G(K) describes: the committed tokens of the rounds that "
+            "drafted all K over those rounds' time (drafting, verify round trip, the loop's own time). Each "
+            "prompt's first round (time to first token) and its last rounds (cut to fewer drafts by the "
+            f"{result['tokens_per_prompt']}-token limit: the loop drafts min(K, tokens left - 1)) are left "
+            "out; **whole** is the generation after its first round, those short rounds included. "
             "**predicted** is ConfigSpec's G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT + o) "
             "(`edgespec.configspec.metrics.goodput_tokens_per_s`) from that profile plus the emulated RTT; "
             "**error** = (predicted - measured) / measured. **bound** is the same formula with the profile's "
-            "v_d and the run's own alpha and mean verify round trip: what a loop with no cost of its own "
-            "would reach; **efficiency** = measured / bound.",
+            "v_d and the run's own alpha and mean verify round trip (rounds of K drafts): what a loop with "
+            "no cost of its own would reach; **efficiency** = measured / bound. Every round's drafted and "
+            "accepted tokens and times, of the profile and of each run, are in the JSON.",
             "",
             (
                 "Models were loaded with llama.cpp's extra buffer types off (`--no-extra-buffers`, "
@@ -548,7 +616,8 @@ def docs_section(result: dict[str, Any]) -> str:
             "",
             error_by_k_table(result),
             "",
-            f"With the overhead term every K is within 5%: **{'met' if by_k_met else 'not met'}**.",
+            f"With the overhead term every K is within 5%: **{'met' if by_k_met else 'not met'}**."
+            + drift_sentence(summary),
             "",
             "No speculation, per RTT: what the model ranks first among every (draft, K) of this run and "
             "the target decoding alone (predicted from the profiles' `targetDecode`: 1 / the verifier's "
@@ -572,12 +641,30 @@ def docs_section(result: dict[str, Any]) -> str:
 
 def error_by_k_table(result: dict[str, Any]) -> str:
     summary = result["summary"]
-    lines = ["| K | without the overhead term | with it |", "| ---: | ---: | ---: |"]
+    lines = [
+        "| K | without the overhead term | with it | with it, whole generation (short rounds included) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
     for k in result["ks"]:
         before = summary["median_abs_error_by_k_without_overhead"][k]
         after = summary["median_abs_error_by_k"][k]
-        lines.append(f"| {k} | {before * 100:.1f}% | {after * 100:.1f}% |")
+        whole = summary["median_abs_error_by_k_whole"][k]
+        lines.append(f"| {k} | {before * 100:.1f}% | {after * 100:.1f}% | {whole * 100:.1f}% |")
     return "\n".join(lines)
+
+
+def drift_sentence(summary: dict[str, Any]) -> str:
+    """How far the verifier's own speed moved between the profile and the runs: the prediction
+    cannot know it, so an error of that size is the machine's."""
+    drift = summary.get("verify_s_vs_profile_range")
+    if not drift:
+        return ""
+    low, high = drift
+    return (
+        " The verifier's own time per round of K drafts (its `verify_s`, no network) differed from the "
+        f"profile's at the same K by {(low - 1) * 100:+.0f}% to {(high - 1) * 100:+.0f}% across the runs: "
+        "a drift of the machine's speed between profile and run that the prediction cannot know."
+    )
 
 
 def no_speculation_markdown(result: dict[str, Any]) -> str:
@@ -610,8 +697,8 @@ def write_docs(path: Path, section: str) -> None:
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| draft | quant | RTT ms | K | alpha | goodput tok/s | predicted | error | error without overhead "
-        "| bound | efficiency |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| whole tok/s | error whole | bound | efficiency |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for draft in result["drafts"]:
         for run in draft["runs"]:
@@ -620,6 +707,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{run['alpha']:.2f} | "
                 f"{run['goodput']:.1f} | {run['predicted']:.1f} | {run['prediction_error'] * 100:+.1f}% | "
                 f"{run['prediction_error_without_overhead'] * 100:+.1f}% | "
+                f"{run['goodput_whole']:.1f} | {run['prediction_error_whole'] * 100:+.1f}% | "
                 f"{run['bound']:.1f} | {run['efficiency'] * 100:.0f}% |"
             )
     return "\n".join(lines)
@@ -650,10 +738,19 @@ def main() -> None:
     )
     parser.add_argument("--markdown", action="store_true", help="print the goodput table as Markdown")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: recompute the summary of a recorded run and print or write its docs",
+    )
+    parser.add_argument(
         "--write-docs", type=Path, metavar="MD", help="rewrite the data-plane section of this Markdown file"
     )
     args = parser.parse_args()
     args.draft = args.draft or ["gemma3-270m-b16", "gemma3-270m-q4_0"]
+    if args.from_json:
+        render(json.loads(args.from_json.read_text(encoding="utf-8")), args)
+        return
     if args.no_extra_buffers:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import no_amx
@@ -680,9 +777,23 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out}; summary {result.get('summary')}; machine {result['machine']}")
-    if args.markdown and result["drafts"]:
+    render(result, args)
+
+
+def render(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--markdown`` and ``--write-docs`` for a result, measured now or read back from its JSON (keys
+    by K come back as strings: made integers again, and the summary recomputed from the runs)."""
+    if not result["drafts"]:
+        return
+    if args.from_json:
+        for draft in result["drafts"]:
+            for key in ("alpha", "t_verify_s", "profile_rounds"):
+                if key in draft:
+                    draft[key] = {int(k): v for k, v in draft[key].items()}
+        result["summary"] = summarise(result)
+    if args.markdown:
         print(markdown(result))
-    if args.write_docs and result["drafts"]:
+    if args.write_docs:
         write_docs(args.write_docs, docs_section(result))
         log(f"rewrote the data-plane section of {args.write_docs}")
 

@@ -4,20 +4,23 @@ For each draft: its decode speed alone (a warm-up generation, then greedy single
 each prompt, median tokens/s) while a power sensor is sampled; then, for each K in the range, the real
 draft-verify loop against the live verifier on the prompt set. From the loop's steady-state rounds
 (each prompt's first round, which reads the prompt on both sides, is time to first token and left out,
-as G(K) describes the steady state): alpha(K) = accepted / drafted, T_verify(K) = median round trip of
-a verify call seen from the edge (network plus verifier), and v_d = drafted tokens / drafting time over
-all K. v_d is measured in the loop, not taken from decoding alone, because the loop drafts a little
-more than K tokens' worth per round: after a full acceptance the draft reads its own last draft token
-together with the target's bonus token before it can draft again (a 2-token batch instead of 1, about
-10% of a step here). Each round also has a fixed edge cost that K / v_d does not carry (starting a draft
-run, that extra read, sampling, the loop's bookkeeping): ``fit_round_time`` separates it, as the
-intercept of drafting time against drafted tokens over all rounds plus the loop's time outside drafting
-and verification, into ``roundOverheadS``, and v_d becomes the slope. Decoding alone is kept beside it
-(``DraftMeasurements.decode_tokens_per_s``). Finally the target decoding alone, the no-speculation
-baseline (``measure_target_decode``: one target token per verify call with no draft, its per-token
-verifier time and the first call's round trip as TTFT), goes into ``targetDecode``. The results become
-``EdgeProfile`` objects, written to a YAML file or server-side applied to the cluster (in a pod, with
-its service account; field manager ``edgespec-profiler``).
+as G(K) describes the steady state) that drafted all K tokens (``full_rounds``: a round cut short by
+``max_tokens`` at the end of a generation, or by the end of the text, drafts and verifies fewer, and is
+no more a round of G(K) than the first one): alpha(K) = accepted / drafted, T_verify(K) = median round
+trip of a verify call seen from the edge (network plus verifier), and v_d = drafted tokens / drafting
+time over all K. v_d is measured in the loop, not taken from decoding alone, because the loop drafts a
+little more than K tokens' worth per round: after a full acceptance the draft reads its own last draft
+token together with the target's bonus token before it can draft again (a 2-token batch instead of 1,
+about 10% of a step here). Each round also has a fixed edge cost that K / v_d does not carry (starting
+a draft run, that extra read, sampling, the loop's bookkeeping): ``fit_round_time`` separates it, as
+the intercept of drafting time against drafted tokens over all rounds that drafted (the short ones at
+the end of a generation included: they are draft runs too, of other sizes) plus the loop's time
+outside drafting and verification, into ``roundOverheadS``, and v_d becomes the slope. Decoding alone
+is kept beside it (``DraftMeasurements.decode_tokens_per_s``). Finally the target decoding alone, the
+no-speculation baseline (``measure_target_decode``: one target token per verify call with no draft,
+its per-token verifier time and the first call's round trip as TTFT), goes into ``targetDecode``. The
+results become ``EdgeProfile`` objects, written to a YAML file or server-side applied to the cluster
+(in a pod, with its service account; field manager ``edgespec-profiler``).
 
 Prompts: the project's small set (``prompts/prompts.jsonl``) or ``--prompts FILE``: JSONL with
 ``prompt``, or Dolly-style ``instruction`` (+ ``context``), or plain text with one prompt per line.
@@ -30,7 +33,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -195,11 +198,14 @@ def fit_round_time(rounds: Sequence[RoundStats], loop_other_s: float) -> tuple[f
     the line): the slope is the time per draft token, the intercept the fixed cost of a draft run
     (starting it, the extra token read after a full acceptance, sampling). ``loop_other_s`` is the
     loop's own time per round outside drafting and verification (bookkeeping); it is added to the
-    overhead. Falls back to drafted tokens over drafting time, with no overhead, when the rounds cannot
-    separate the two (one round size, or a slope <= 0).
+    overhead. Rounds that drafted nothing (the last token of a ``max_tokens`` generation is the target's
+    alone) start no draft run and are left out: at size 0 they would pull the intercept to the cost of
+    not drafting. Falls back to drafted tokens over drafting time, with no overhead, when the rounds
+    cannot separate the two (one round size, or a slope <= 0).
     """
-    drafted = np.array([r.drafted for r in rounds], dtype=np.float64)
-    seconds = np.array([r.draft_s for r in rounds], dtype=np.float64)
+    drafting = [r for r in rounds if r.drafted > 0]
+    drafted = np.array([r.drafted for r in drafting], dtype=np.float64)
+    seconds = np.array([r.draft_s for r in drafting], dtype=np.float64)
     plain = float(drafted.sum() / seconds.sum()) if seconds.sum() > 0 else 0.0
     sizes, counts = np.unique(drafted, return_counts=True)
     if len(sizes) < 2:
@@ -209,6 +215,18 @@ def fit_round_time(rounds: Sequence[RoundStats], loop_other_s: float) -> tuple[f
     if slope <= 0.0:
         return plain, max(0.0, loop_other_s)
     return 1.0 / float(slope), max(0.0, float(intercept)) + max(0.0, loop_other_s)
+
+
+def full_rounds(rounds: Sequence[RoundStats], k: int) -> list[RoundStats]:
+    """The rounds of ``rounds`` that drafted ``k`` tokens: what alpha(K) and T_verify(K) describe.
+
+    The loop drafts ``min(K, tokens left - 1)`` per round, so the last rounds of a ``max_tokens``
+    generation draft fewer (down to none), and a draft that ends the text stops early; those rounds
+    verify fewer positions and accept a larger share of a shorter draft. All ``rounds`` when none
+    drafted ``k`` (every generation shorter than one full round).
+    """
+    full = [r for r in rounds if r.drafted == k]
+    return full if full else list(rounds)
 
 
 def fit_latency(points: Sequence[VerifyLatencyPoint]) -> tuple[float, float]:
@@ -228,6 +246,8 @@ class DraftMeasurements:
     """Greedy single-token decoding alone, median over prompts: the draft's raw speed."""
     plain_tokens_per_s: float = 0.0
     """v_d without an overhead term: drafted tokens over drafting time, all rounds (the old v_d)."""
+    rounds: dict[int, list[RoundStats]] = field(default_factory=dict)
+    """The steady-state rounds the profile was computed from, per K (for benchmarks to record)."""
 
 
 async def measure_draft(
@@ -259,6 +279,7 @@ async def measure_draft(
         acceptance: list[AcceptancePoint] = []
         latency: list[VerifyLatencyPoint] = []
         loop_rounds: list[RoundStats] = []
+        rounds_by_k: dict[int, list[RoundStats]] = {}
         loop_other_s: list[float] = []
         for index, k in enumerate(ks, start=1):
             stats = await measure_acceptance(
@@ -270,15 +291,17 @@ async def measure_draft(
                 loop_other_s.append((stats.elapsed_s - spent) / len(rounds))
             if not rounds:  # every prompt answered in its first round: fall back to those rounds
                 rounds = (await measure_acceptance(drafter, client, prompts, k, acceptance_tokens)).rounds
-            drafted = sum(r.drafted for r in rounds)
-            alpha = sum(r.accepted for r in rounds) / drafted if drafted else 0.0
-            t_verify = statistics.median(r.round_trip_s for r in rounds)
-            acceptance.append(AcceptancePoint(k=k, alpha=alpha, samples=len(rounds)))
-            latency.append(VerifyLatencyPoint(k=k, seconds=t_verify, samples=len(rounds)))
+            full = full_rounds(rounds, k)
+            drafted = sum(r.drafted for r in full)
+            alpha = sum(r.accepted for r in full) / drafted if drafted else 0.0
+            t_verify = statistics.median(r.round_trip_s for r in full)
+            acceptance.append(AcceptancePoint(k=k, alpha=alpha, samples=len(full)))
+            latency.append(VerifyLatencyPoint(k=k, seconds=t_verify, samples=len(full)))
             loop_rounds.extend(rounds)
+            rounds_by_k[k] = list(rounds)
             progress(
                 f"{draft.name}: [{index}/{len(ks)}] K={k} alpha={alpha:.3f} T_verify={t_verify * 1e3:.1f} ms "
-                f"({len(rounds)} rounds)"
+                f"({len(full)} of {len(rounds)} rounds drafted all K)"
             )
         drafted_tokens = sum(r.drafted for r in loop_rounds)
         drafting_s = sum(r.draft_s for r in loop_rounds)
@@ -320,11 +343,12 @@ async def measure_draft(
             origin="measured",
             notes=(
                 f"edgespec profiler; {len(prompts)} prompts, greedy, {acceptance_tokens} tokens per prompt; "
-                f"steady-state rounds; v_d drafting in the loop, fitted with a per-round overhead (without "
-                f"it {plain_v_d:.1f} tokens/s; decoding alone {decode_tokens_per_s:.1f} tokens/s)"
+                f"alpha and T_verify from steady-state rounds of K drafts; v_d drafting in the loop, fitted "
+                f"with a per-round overhead (without it {plain_v_d:.1f} tokens/s; decoding alone "
+                f"{decode_tokens_per_s:.1f} tokens/s)"
             ),
         )
-        return DraftMeasurements(EdgeProfile.for_spec(spec), decode_tokens_per_s, plain_v_d)
+        return DraftMeasurements(EdgeProfile.for_spec(spec), decode_tokens_per_s, plain_v_d, rounds_by_k)
     finally:
         drafter.close()
         runtime.close()

@@ -1,17 +1,22 @@
-"""The profiler's two new measurements: the target decoding alone, and the per-round overhead."""
+"""The profiler's measurements: the target decoding alone, the per-round overhead, the rounds of K drafts."""
 
 from __future__ import annotations
 
 from edgespec_edge.llama_kv import LlamaRuntime
 from edgespec_edge.loop import RoundStats, VerifierClient
-from edgespec_edge.profiler import fit_round_time, measure_target_decode
+from edgespec_edge.profiler import fit_round_time, full_rounds, measure_target_decode
 
 from .conftest import PROMPTS
 
 
-def _round(drafted: int, draft_s: float) -> RoundStats:
+def _round(drafted: int, draft_s: float, *, k: int | None = None, accepted: int = 0) -> RoundStats:
     return RoundStats(
-        k=drafted, drafted=drafted, accepted=0, draft_s=draft_s, round_trip_s=0.01, verify_s=0.005
+        k=drafted if k is None else k,
+        drafted=drafted,
+        accepted=accepted,
+        draft_s=draft_s,
+        round_trip_s=0.01,
+        verify_s=0.005,
     )
 
 
@@ -26,6 +31,27 @@ def test_round_time_separates_the_fixed_cost_from_the_per_token_cost() -> None:
     stalled = [*rounds, _round(1, 1.0)]  # one round slowed by another process does not tilt the line
     v_d, overhead = fit_round_time(stalled, loop_other_s=0.001)
     assert abs(v_d - 50.0) < 1e-6 and abs(overhead - 0.006) < 1e-9
+
+
+def test_rounds_that_drafted_nothing_do_not_pull_the_fixed_cost_down() -> None:
+    """The last token of a max_tokens generation is verified with no draft run (about 0.1 ms of
+    hand-off): such rounds are not draft runs of size 0 and leave the line alone."""
+    rounds = [_round(k, 0.005 + 0.020 * k) for k in range(1, 9) for _ in range(3)]
+    tails = [_round(0, 0.0001, k=8) for _ in range(12)]
+    v_d, overhead = fit_round_time([*rounds, *tails], loop_other_s=0.001)
+    assert abs(v_d - 50.0) < 1e-6 and abs(overhead - 0.006) < 1e-9
+
+
+def test_alpha_and_t_verify_come_from_the_rounds_that_drafted_all_k() -> None:
+    """At K=4 a 24-token generation ends in rounds cut to 3, 2, 1, 0 drafts: they are not rounds of
+    G(4) (fewer positions verified, a larger share of a shorter draft accepted) and are left out;
+    with no round of K drafts at all, every round is all there is."""
+    full = [_round(4, 0.1, accepted=1) for _ in range(5)]
+    tail = [_round(3, 0.08, k=4, accepted=3), _round(1, 0.03, k=4, accepted=1), _round(0, 0.0, k=4)]
+    assert full_rounds([*full, *tail], 4) == full
+    chosen = full_rounds([*full, *tail], 4)
+    assert sum(r.accepted for r in chosen) / sum(r.drafted for r in chosen) == 0.25
+    assert full_rounds(tail, 4) == tail
 
 
 async def test_the_target_alone_is_measured_over_the_verify_endpoint(

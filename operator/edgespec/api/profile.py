@@ -53,7 +53,7 @@ class VerifyLatencyPoint(ApiModel):
 
     k: int = Field(ge=1, le=64, description="Speculative length K.")
     seconds: float = Field(
-        ge=0.0, le=MAX_SECONDS, description="Median wall time of one verify round, seconds."
+        ge=0.0, le=MAX_SECONDS, description="Median wall time of one verify round of K drafts, seconds."
     )
     samples: int = Field(default=0, ge=0, description="Rounds measured.")
 
