@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from edgespec.configspec.metrics import goodput_tokens_per_s
 from edgespec.wire import GenerateRequest, VerifyRequest
 from edgespec_dev.drafts import ensure, target_path
@@ -455,11 +456,95 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "median_abs_error_by_k_without_overhead": by_k("prediction_error_without_overhead"),
         "median_abs_error_by_k_whole": by_k("prediction_error_whole"),
         "verify_s_vs_profile_range": [min(drift), max(drift)] if drift else None,
+        "error_by_k_readings": error_by_k_readings(result),
         "in_loop_overhead_ms": statistics.median(
             r["round_trip_minus_verify_s"] for r in runs if r["rtt_ms"] == 0
         )
         * 1e3,
     }
+
+
+def recorded_rounds(records: list[list[float]], k: int) -> list[RoundStats]:
+    """Rounds back from their JSON records (``ROUND_FIELDS``)."""
+    return [
+        RoundStats(k=k, drafted=int(d), accepted=int(a), draft_s=ds, round_trip_s=rt, verify_s=vs)
+        for d, a, ds, rt, vs in records
+    ]
+
+
+def verify_line(rounds: list[RoundStats]) -> tuple[float, float]:
+    """(a, b) of round trip = a + b (drafted + 1) over the rounds of every K: a line through the
+    median round trip at each number of verified positions, weighted as ``fit_round_time`` weights."""
+    positions = np.array([r.drafted + 1 for r in rounds], dtype=np.float64)
+    seconds = np.array([r.round_trip_s for r in rounds], dtype=np.float64)
+    sizes, counts = np.unique(positions, return_counts=True)
+    medians = np.array([np.median(seconds[positions == n]) for n in sizes])
+    slope, intercept = np.polyfit(sizes, medians, 1, w=np.sqrt(counts))
+    return float(intercept), float(slope)
+
+
+PROFILE_READINGS = (
+    "every steady round, median T_verify (before)",
+    "rounds of K drafts, median T_verify (now)",
+    "rounds of K drafts, mean T_verify",
+    "rounds of K drafts, T_verify from one line over all rounds",
+)
+"""Ways of reading alpha(K) and T_verify(K) from the same recorded profile rounds."""
+
+
+def error_by_k_readings(result: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
+    """Median |error| by K for each of ``PROFILE_READINGS`` (v_d and the overhead as profiled),
+    against the steady goodput (``steady``) and the whole generation (``whole``); empty for a
+    JSON without recorded rounds. Offline: it re-reads the profile, it measures nothing."""
+    errors: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for draft in result["drafts"]:
+        profile = {int(k): recorded_rounds(v, int(k)) for k, v in draft.get("profile_rounds", {}).items()}
+        if not profile or not all(profile.values()):
+            return {}
+        a, b = verify_line([r for rounds in profile.values() for r in rounds])
+        readings: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in PROFILE_READINGS}
+        for k, rounds in profile.items():
+            full = full_rounds(rounds, k)
+            for name, chosen in zip(PROFILE_READINGS, (rounds, full, full, full), strict=True):
+                drafted = sum(r.drafted for r in chosen)
+                alpha = sum(r.accepted for r in chosen) / drafted if drafted else 0.0
+                trips = [r.round_trip_s for r in chosen]
+                t_verify = {
+                    PROFILE_READINGS[2]: statistics.mean(trips),
+                    PROFILE_READINGS[3]: a + b * (k + 1),
+                }.get(name, statistics.median(trips))
+                readings[name][k] = (alpha, t_verify)
+        for run in draft["runs"]:
+            k = int(run["k"])
+            for name, by_k in readings.items():
+                alpha, t_verify = by_k[k]
+                predicted = goodput(
+                    k, alpha, draft["v_d"], t_verify + run["rtt_ms"] / 1e3, draft["round_overhead_s"]
+                )
+                for measure, measured in (("steady", run["goodput"]), ("whole", run["goodput_whole"])):
+                    cell = errors.setdefault(name, {}).setdefault(measure, {}).setdefault(k, [])
+                    cell.append(abs(predicted - measured) / measured)
+    return {
+        name: {m: {k: statistics.median(v) for k, v in by_k.items()} for m, by_k in measures.items()}
+        for name, measures in errors.items()
+    }
+
+
+def readings_table(result: dict[str, Any]) -> str:
+    """``error_by_k_readings`` as Markdown (empty without recorded rounds)."""
+    readings = result["summary"].get("error_by_k_readings") or {}
+    if not readings:
+        return ""
+    ks = result["ks"]
+    lines = [
+        "| profile read from | measured | " + " | ".join(f"K={k}" for k in ks) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in ks) + " |",
+    ]
+    for name, measures in readings.items():
+        for measure, by_k in measures.items():
+            cells = " | ".join(f"{by_k[k] * 100:.1f}%" for k in ks)
+            lines.append(f"| {name} | {measure} | {cells} |")
+    return "\n".join(lines)
 
 
 def no_speculation_table(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -618,6 +703,19 @@ def docs_section(result: dict[str, Any]) -> str:
             "",
             f"With the overhead term every K is within 5%: **{'met' if by_k_met else 'not met'}**."
             + drift_sentence(summary),
+            *(
+                [
+                    "",
+                    "The same runs against predictions from the same profile rounds read four ways (median "
+                    "|error| by K; v_d and the overhead as profiled; `error_by_k_readings`, recomputable "
+                    "offline with `--from-json`): the profiler before this version took every steady round; "
+                    "rounds cut short at the end of a generation are not rounds of G(K).",
+                    "",
+                    readings_table(result),
+                ]
+                if summary.get("error_by_k_readings")
+                else []
+            ),
             "",
             "No speculation, per RTT: what the model ranks first among every (draft, K) of this run and "
             "the target decoding alone (predicted from the profiles' `targetDecode`: 1 / the verifier's "
