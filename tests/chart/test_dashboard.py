@@ -18,18 +18,19 @@ DASHBOARD = dashboard.load()
 def exposed_metrics() -> dict[str, str]:
     """Sample name -> component, from each component's own metric declarations in a fresh registry.
 
-    The operator's module registry, the edge server's ``EdgeMetrics`` and the verifier's
+    The operator's ``OperatorMetrics``, the edge server's ``EdgeMetrics`` and the verifier's
     ``VerifierMetrics``: exactly the names their ``/metrics`` can expose (``_total``, ``_bucket``...).
     """
-    from edgespec.handlers.metrics import REGISTRY as OPERATOR
+    from edgespec.handlers.metrics import OperatorMetrics
     from edgespec_edge.server import EdgeMetrics
     from edgespec_verifier.server import VerifierMetrics
 
-    edge, verifier = CollectorRegistry(), CollectorRegistry()
+    operator, edge, verifier = CollectorRegistry(), CollectorRegistry(), CollectorRegistry()
+    OperatorMetrics(operator)
     EdgeMetrics(edge)
     VerifierMetrics(verifier)
     names = {}
-    for component, registry in (("operator", OPERATOR), ("edge server", edge), ("verifier", verifier)):
+    for component, registry in (("operator", operator), ("edge server", edge), ("verifier", verifier)):
         for family in registry.collect():
             for suffix in SAMPLE_SUFFIXES.get(family.type, ("",)):
                 names[family.name + suffix] = component

@@ -15,9 +15,13 @@ from typing import Any
 
 import kopf
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from edgespec.api.base import GROUP, VERSION
 from edgespec.handlers import registration
+from edgespec.handlers.http import make_app
+from edgespec.handlers.identity import PodIdentity
 from edgespec.handlers.state import OperatorState, new_memo, state_of
+from edgespec.live import TELEMETRY_PATH
 from edgespec.settings import OperatorSettings
 
 
@@ -70,6 +74,7 @@ def test_two_memos_hold_distinct_state() -> None:
     assert state_a.cache is not state_b.cache
     assert state_a.queue is not state_b.queue
     assert state_a.tasks is not state_b.tasks and state_a.runners is not state_b.runners
+    assert state_a.metrics.registry is not state_b.metrics.registry
     assert state_a.reconciler is None and state_b.reconciler is None  # made by the start-up handler
 
 
@@ -151,3 +156,20 @@ async def test_cleanup_stops_only_its_own_memos_tasks() -> None:
     assert state_a.tasks[0].cancelled()
     assert not state_b.tasks[0].done()
     state_b.tasks[0].cancel()
+
+
+async def test_each_states_metrics_count_only_its_own_requests() -> None:
+    a, b = _memos()
+    state_a, state_b = state_of(a), state_of(b)
+
+    async def nobody(_token: str) -> PodIdentity | None:
+        return None
+
+    app = make_app(state_a.cache, state_a.queue, nobody, state_a.metrics)  # as the start-up handler does
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.post(TELEMETRY_PATH, json={})).status == 401
+        exposition = await (await client.get("/metrics")).text()
+    assert 'edgespec_telemetry_reports_total{result="unauthorized"} 1.0' in exposition
+    labels = {"result": "unauthorized"}
+    assert state_a.metrics.registry.get_sample_value("edgespec_telemetry_reports_total", labels) == 1.0
+    assert state_b.metrics.registry.get_sample_value("edgespec_telemetry_reports_total", labels) is None

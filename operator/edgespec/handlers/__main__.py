@@ -29,14 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     memo = new_memo()  # the operator's state, handed to every handler by kopf (handlers/state.py)
-    settings = state_of(memo).settings
+    state = state_of(memo)
+    settings = state.settings
     namespaces = [n for n in settings.namespaces.split(",") if n]
     configure_logging("DEBUG" if args.verbose else settings.log_level)
     liveness = None if args.liveness in ("", "none") else args.liveness
     elector = None
     if settings.leader_election:
         elector = Elector(Client(), settings.operator_namespace, settings.lease_name)
-        health = StandbyHealth(liveness, settings.http_host, settings.metrics_port)
+        health = StandbyHealth(liveness, settings.http_host, settings.metrics_port, state.metrics)
         try:
             elector.acquire()
         finally:

@@ -28,7 +28,7 @@ from edgespec.adaptation import Pool
 from edgespec.api.deployment import AdaptationSpec
 from edgespec.handlers.cache import Cache
 from edgespec.handlers.identity import PodIdentity, ReviewUnavailable, reporter_of
-from edgespec.handlers.metrics import DEPLOYMENTS, NODES, REGISTRY, TELEMETRY_REPORTS, WORKQUEUE_DEPTH
+from edgespec.handlers.metrics import OperatorMetrics
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec.live import TELEMETRY_PATH, TelemetryReport
 
@@ -44,11 +44,6 @@ def _running(body: Mapping[str, Any], device_class: str) -> tuple[str, str] | No
     return None
 
 
-def _error(status: int, message: str, result: str) -> web.Response:
-    TELEMETRY_REPORTS.labels(result).inc()
-    return web.json_response({"error": message}, status=status)
-
-
 Authenticate = Callable[[str], Awaitable[PodIdentity | None]]
 """Bearer token -> the pod it proves, or None (``TokenReviewer`` in the operator, a fake in tests)."""
 
@@ -58,14 +53,25 @@ def _bearer(authorization: str) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def make_app(cache: Cache, queue: WorkQueue, authenticate: Authenticate) -> web.Application:
-    """The aiohttp application; ``authenticate`` turns a draft pod's bearer token into its identity."""
+def make_app(
+    cache: Cache, queue: WorkQueue, authenticate: Authenticate, metrics: OperatorMetrics | None = None
+) -> web.Application:
+    """The aiohttp application; ``authenticate`` turns a draft pod's bearer token into its identity.
 
-    async def metrics(_: web.Request) -> web.Response:
-        WORKQUEUE_DEPTH.set(queue.depth)
-        DEPLOYMENTS.set(len(cache.deployments))
-        NODES.set(len(cache.nodes))
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    ``metrics``: the operator's collectors, served on ``/metrics`` (a fresh set when not given).
+    """
+    collectors = metrics if metrics is not None else OperatorMetrics()
+
+    def _error(status: int, message: str, result: str) -> web.Response:
+        collectors.telemetry_reports.labels(result).inc()
+        return web.json_response({"error": message}, status=status)
+
+    async def exposition(_: web.Request) -> web.Response:
+        collectors.workqueue_depth.set(queue.depth)
+        collectors.deployments.set(len(cache.deployments))
+        collectors.nodes.set(len(cache.nodes))
+        body = generate_latest(collectors.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -122,7 +128,7 @@ def make_app(cache: Cache, queue: WorkQueue, authenticate: Authenticate) -> web.
                 "invalid",
             )
         adaptation = AdaptationSpec.model_validate(spec.get("adaptation") or {})
-        TELEMETRY_REPORTS.labels("accepted").inc()
+        collectors.telemetry_reports.labels("accepted").inc()
         if not adaptation.enabled:
             return web.json_response({"pooledRounds": 0, "adaptation": "disabled"}, status=202)
         pool = cache.live.setdefault((*key, report.device_class), Pool())
@@ -133,7 +139,7 @@ def make_app(cache: Cache, queue: WorkQueue, authenticate: Authenticate) -> web.
         return web.json_response({"pooledRounds": pooled}, status=202)
 
     app = web.Application(client_max_size=64 * 1024)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", exposition)
     app.router.add_get("/healthz", healthz)
     app.router.add_post(TELEMETRY_PATH, telemetry)
     return app

@@ -31,7 +31,7 @@ from lightkube.resources.authentication_v1 import TokenReview
 from lightkube.resources.core_v1 import Pod
 
 from edgespec.builders.naming import Owner, draft_name, selector_labels
-from edgespec.handlers.metrics import API_REQUESTS
+from edgespec.handlers.metrics import OperatorMetrics
 from edgespec.live import TELEMETRY_AUDIENCE
 
 log = logging.getLogger("edgespec.identity")
@@ -137,9 +137,14 @@ class TokenReviewer:
     """Bearer token -> the draft pod it was projected for, via TokenReview and a read of the pod."""
 
     def __init__(
-        self, client: AsyncClient, ttl_s: float = REVIEW_TTL_S, max_entries: int = MAX_REVIEWS
+        self,
+        client: AsyncClient,
+        metrics: OperatorMetrics,
+        ttl_s: float = REVIEW_TTL_S,
+        max_entries: int = MAX_REVIEWS,
     ) -> None:
         self.client = client
+        self.metrics = metrics
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._known: OrderedDict[str, tuple[float, PodIdentity]] = OrderedDict()
@@ -160,7 +165,7 @@ class TokenReviewer:
         return identity
 
     async def _review(self, token: str) -> PodIdentity | None:
-        API_REQUESTS.labels("create", "tokenreviews").inc()
+        self.metrics.api_requests.labels("create", "tokenreviews").inc()
         try:
             review = await self.client.create(
                 TokenReview(spec=TokenReviewSpec(token=token, audiences=[TELEMETRY_AUDIENCE]))
@@ -176,7 +181,7 @@ class TokenReviewer:
         pod_name = _one(extra, EXTRA_POD_NAME)
         if not namespace or not pod_name:
             return None  # not a pod-bound ServiceAccount token
-        API_REQUESTS.labels("get", "pods").inc()
+        self.metrics.api_requests.labels("get", "pods").inc()
         try:
             pod: Mapping[str, Any] | None = (
                 await self.client.get(Pod, pod_name, namespace=namespace)

@@ -20,7 +20,7 @@ from lightkube.types import PatchType
 
 from edgespec.api.base import API_VERSION, GROUP, VERSION
 from edgespec.handlers.faults import wrote
-from edgespec.handlers.metrics import API_REQUESTS
+from edgespec.handlers.metrics import OperatorMetrics
 from edgespec.plan import Event
 from edgespec.status import now_utc
 
@@ -31,11 +31,17 @@ EdgeProfileResource = create_global_resource(GROUP, VERSION, "EdgeProfile", "edg
 
 
 async def apply_status(
-    client: AsyncClient, namespace: str, name: str, status: dict[str, Any], field_manager: str
+    client: AsyncClient,
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+    field_manager: str,
+    *,
+    metrics: OperatorMetrics,
 ) -> None:
     """Server-side apply the whole status of one deployment."""
     body = {"apiVersion": API_VERSION, "kind": "SpeculativeDeployment", "status": status}
-    API_REQUESTS.labels("apply", "speculativedeployments/status").inc()
+    metrics.api_requests.labels("apply", "speculativedeployments/status").inc()
     await client.patch(
         SpeculativeDeploymentResource.Status,
         name,
@@ -48,11 +54,13 @@ async def apply_status(
     wrote()
 
 
-async def post_event(client: AsyncClient, owner: dict[str, Any], event: Event, component: str) -> None:
+async def post_event(
+    client: AsyncClient, owner: dict[str, Any], event: Event, component: str, *, metrics: OperatorMetrics
+) -> None:
     """A core/v1 Event on ``owner`` (what ``kubectl describe`` shows)."""
     meta = owner["metadata"]
     now = now_utc().isoformat().replace("+00:00", "Z")
-    API_REQUESTS.labels("create", "events").inc()
+    metrics.api_requests.labels("create", "events").inc()
     await client.create(
         CoreEvent(
             metadata=ObjectMeta(generateName=f"{meta['name']}.", namespace=meta["namespace"]),
@@ -76,11 +84,13 @@ async def post_event(client: AsyncClient, owner: dict[str, Any], event: Event, c
     wrote()
 
 
-async def apply_manifest(client: AsyncClient, manifest: dict[str, Any], field_manager: str) -> None:
+async def apply_manifest(
+    client: AsyncClient, manifest: dict[str, Any], field_manager: str, *, metrics: OperatorMetrics
+) -> None:
     """Server-side apply one child manifest (create or converge), taking ownership of its fields."""
     resource = resource_registry.load(manifest["apiVersion"], manifest["kind"])
     meta = manifest["metadata"]
-    API_REQUESTS.labels("apply", manifest["kind"].lower() + "s").inc()
+    metrics.api_requests.labels("apply", manifest["kind"].lower() + "s").inc()
     await client.patch(  # type: ignore[type-var]
         resource,
         meta["name"],
@@ -93,9 +103,11 @@ async def apply_manifest(client: AsyncClient, manifest: dict[str, Any], field_ma
     wrote()
 
 
-async def read_secret_value(client: AsyncClient, namespace: str, name: str, key: str) -> str | None:
+async def read_secret_value(
+    client: AsyncClient, namespace: str, name: str, key: str, *, metrics: OperatorMetrics
+) -> str | None:
     """One value of a Secret, or None if the Secret or the key does not exist."""
-    API_REQUESTS.labels("get", "secrets").inc()
+    metrics.api_requests.labels("get", "secrets").inc()
     try:
         secret = await client.get(Secret, name, namespace=namespace)
     except ApiError as exc:
@@ -106,9 +118,11 @@ async def read_secret_value(client: AsyncClient, namespace: str, name: str, key:
     return base64.b64decode(data[key]).decode() if key in data else None
 
 
-async def pending_pods(client: AsyncClient, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+async def pending_pods(
+    client: AsyncClient, namespace: str, labels: dict[str, str], *, metrics: OperatorMetrics
+) -> list[dict[str, Any]]:
     """The Pending pods matching ``labels`` (where a pod waits while an init container fails), as dicts."""
-    API_REQUESTS.labels("list", "pods").inc()
+    metrics.api_requests.labels("list", "pods").inc()
     selector: dict[str, Any] = dict(labels)
     return [
         pod.to_dict()
@@ -118,8 +132,10 @@ async def pending_pods(client: AsyncClient, namespace: str, labels: dict[str, st
     ]
 
 
-async def job_pods(client: AsyncClient, namespace: str, job_name: str) -> list[dict[str, Any]]:
+async def job_pods(
+    client: AsyncClient, namespace: str, job_name: str, *, metrics: OperatorMetrics
+) -> list[dict[str, Any]]:
     """The pods of one Job (by the label the Job controller sets), as dicts."""
-    API_REQUESTS.labels("list", "pods").inc()
+    metrics.api_requests.labels("list", "pods").inc()
     selector: dict[str, Any] = {"batch.kubernetes.io/job-name": job_name}
     return [pod.to_dict() async for pod in client.list(Pod, namespace=namespace, labels=selector)]

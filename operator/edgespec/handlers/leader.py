@@ -30,7 +30,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edgespec.handlers.metrics import REGISTRY
+from edgespec.handlers.metrics import OperatorMetrics
 
 log = logging.getLogger("edgespec.leader")
 
@@ -162,15 +162,22 @@ class StandbyHealth:
     leads, just before kopf and the operator's own server take the ports.
     """
 
-    def __init__(self, liveness_url: str | None, metrics_host: str, metrics_port: int) -> None:
+    def __init__(
+        self,
+        liveness_url: str | None,
+        metrics_host: str,
+        metrics_port: int,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self._servers: list[ThreadingHTTPServer] = []
+        registry = (metrics if metrics is not None else OperatorMetrics()).registry
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if urlparse(self.path).path == "/metrics":
                     # A valid exposition, so a scrape of the standby succeeds: every family declared,
                     # none with a sample (the leader holds the state); a bare "standby" failed parsing.
-                    self._answer(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 else:
                     self._answer(200, b"standby")
 

@@ -49,13 +49,7 @@ from edgespec.handlers.kube import (
     post_event,
     read_secret_value,
 )
-from edgespec.handlers.metrics import (
-    API_REQUESTS,
-    RECONCILE_SECONDS,
-    RECONCILES,
-    SELECTION_CHANGES,
-    record_predictions,
-)
+from edgespec.handlers.metrics import OperatorMetrics
 from edgespec.handlers.sharing import ProfilingClaims, job_of
 from edgespec.handlers.workqueue import backoff_delay
 from edgespec.plan import (
@@ -143,8 +137,10 @@ class Reconciler:
         cache: Cache,
         settings: OperatorSettings,
         requeue: Callable[[Key, float], None],
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.client = client
+        self.metrics = metrics if metrics is not None else OperatorMetrics()
         self.requeue = requeue  # reconcile a key again after a delay (the work queue's add_later)
         self.cache = cache
         self.settings = settings
@@ -188,13 +184,13 @@ class Reconciler:
 
     async def reconcile(self, key: Key) -> None:
         """One reconcile, timed and counted."""
-        with RECONCILE_SECONDS.time():
+        with self.metrics.reconcile_seconds.time():
             try:
                 await self._reconcile(key)
             except Exception:
-                RECONCILES.labels("error").inc()
+                self.metrics.reconciles.labels("error").inc()
                 raise
-        RECONCILES.labels("ok").inc()
+        self.metrics.reconciles.labels("ok").inc()
 
     def _nodes_for(self, spec: SpeculativeDeploymentSpec) -> list[NodeInfo]:
         """The cached nodes any class of ``spec`` selects, memoised per selector until a node changes.
@@ -226,7 +222,7 @@ class Reconciler:
     async def _reconcile(self, key: Key) -> None:
         body = self.cache.deployments.get(key)
         if body is None:
-            record_predictions(*key, None)
+            self.metrics.record_predictions(*key, None)
             return  # deleted: owner references let the garbage collector remove the children
         namespace, name = key
         meta = body["metadata"]
@@ -280,7 +276,9 @@ class Reconciler:
         )
         new = status.to_api()
         if new != stored:  # timestamps carry over when nothing changed, so equal means no write
-            await apply_status(self.client, namespace, name, new, self.settings.field_manager)
+            await apply_status(
+                self.client, namespace, name, new, self.settings.field_manager, metrics=self.metrics
+            )
             self._written[key] = (meta.get("uid"), new)
             log.info(
                 "%s/%s: phase %s, nodes %s, K %s",
@@ -290,13 +288,13 @@ class Reconciler:
                 new.get("nodesSummary"),
                 new.get("kSummary"),
             )
-        record_predictions(namespace, name, plan.status)
+        self.metrics.record_predictions(namespace, name, plan.status)
         timers = [t for t in (plan.requeue_after_s, retry_in_s) if t is not None]
         if timers:
             self.requeue(key, min(timers))
         for event in plan.events + apply_events:
             if event.reason in ("Selected", "Adapted"):
-                SELECTION_CHANGES.labels(event.reason).inc()
+                self.metrics.selection_changes.labels(event.reason).inc()
             await self._event(body, event)
 
     async def _stuck_pods(self, owner: Owner, rollouts: list[Rollout | None]) -> list[StuckPod]:
@@ -309,7 +307,7 @@ class Reconciler:
             return []
         labels = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: label_value(owner.name)}
         try:
-            pods = await pending_pods(self.client, owner.namespace, labels)
+            pods = await pending_pods(self.client, owner.namespace, labels, metrics=self.metrics)
         except ApiError as exc:  # best effort: the status then says less, but still says NotReady
             log.warning("%s/%s: cannot list pods: %s", owner.namespace, owner.name, exc)
             return []
@@ -329,7 +327,7 @@ class Reconciler:
         key = (owner.namespace, owner.name)
         # The token is generated once and then always read back, so it survives restarts of the operator.
         token = self.tokens.get(key) or await read_secret_value(
-            self.client, owner.namespace, verifier_secret_name(owner), TOKEN_KEY
+            self.client, owner.namespace, verifier_secret_name(owner), TOKEN_KEY, metrics=self.metrics
         )
         token = self.tokens[key] = token or secrets.token_urlsafe(32)
         verifier_ca = await self._verifier_ca(key, spec)
@@ -367,7 +365,10 @@ class Reconciler:
         try:
             for wave in (first, second):
                 results = await asyncio.gather(
-                    *(apply_manifest(self.client, m, self.settings.field_manager) for m in wave),
+                    *(
+                        apply_manifest(self.client, m, self.settings.field_manager, metrics=self.metrics)
+                        for m in wave
+                    ),
                     return_exceptions=True,
                 )
                 errors = []
@@ -414,7 +415,7 @@ class Reconciler:
         if spec.verifier.tls is None:
             return None
         name = spec.verifier.tls.secret_name
-        ca = await read_secret_value(self.client, key[0], name, CA_KEY)
+        ca = await read_secret_value(self.client, key[0], name, CA_KEY, metrics=self.metrics)
         if ca is None:
             log.warning(
                 "%s/%s: spec.verifier.tls: Secret %s has no %s yet; edge pods wait for it",
@@ -441,7 +442,7 @@ class Reconciler:
         stale = [i for i, uid in seen.items() if uid == owner.uid and i not in desired and i not in keep]
         for identity in stale:
             api_version, kind, namespace, name = identity
-            API_REQUESTS.labels("delete", kind.lower() + "s").inc()
+            self.metrics.api_requests.labels("delete", kind.lower() + "s").inc()
             try:
                 await self.client.delete(  # type: ignore[type-var]
                     resource_registry.load(api_version, kind),
@@ -528,7 +529,9 @@ class Reconciler:
             self._harvested[marker] = str(exc)
             await self._event(body, Event("Warning", "ProfileRejected", f"profiling Job {job_name}: {exc}"))
             return str(exc)
-        await apply_manifest(self.client, profile_manifest(profile, run), self.settings.field_manager)
+        await apply_manifest(
+            self.client, profile_manifest(profile, run), self.settings.field_manager, metrics=self.metrics
+        )
         self._harvested[marker] = ""
         log.info("%s/%s: published the profile %s measured by Job %s on %s", namespace, owner.name,
                  "/".join(profile_key), job_name, run.node)  # fmt: skip
@@ -536,7 +539,7 @@ class Reconciler:
 
     async def _report_of(self, namespace: str, job_name: str, job_uid: str) -> ProfilerRun:
         """The succeeded pod of the Job and its profiler container's termination message."""
-        for pod in await job_pods(self.client, namespace, job_name):
+        for pod in await job_pods(self.client, namespace, job_name, metrics=self.metrics):
             meta, status = pod.get("metadata") or {}, pod.get("status") or {}
             if not any(r.get("uid") == job_uid for r in meta.get("ownerReferences") or []):
                 continue
@@ -585,7 +588,14 @@ class Reconciler:
         ]
         meta = body["metadata"]
         written = status.to_api()
-        await apply_status(self.client, meta["namespace"], meta["name"], written, self.settings.field_manager)
+        await apply_status(
+            self.client,
+            meta["namespace"],
+            meta["name"],
+            written,
+            self.settings.field_manager,
+            metrics=self.metrics,
+        )
         self._written[(meta["namespace"], meta["name"])] = (meta.get("uid"), written)
         await self._event(body, Event("Warning", "InvalidSpec", message))
 
@@ -597,6 +607,6 @@ class Reconciler:
             return
         posted[event.reason] = event.message
         try:
-            await post_event(self.client, body, event, self.settings.field_manager)
+            await post_event(self.client, body, event, self.settings.field_manager, metrics=self.metrics)
         except ApiError as exc:  # events are best effort; never fail a reconcile over one
             log.warning("could not post event %s: %s", event.reason, exc)

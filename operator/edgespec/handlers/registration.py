@@ -28,7 +28,6 @@ from edgespec.handlers.cache import Cache
 from edgespec.handlers.http import make_app, serve
 from edgespec.handlers.identity import TokenReviewer
 from edgespec.handlers.kube import EdgeProfileResource
-from edgespec.handlers.metrics import API_REQUESTS
 from edgespec.handlers.reconcile import Reconciler
 from edgespec.handlers.state import OperatorState, state_of
 from edgespec.handlers.workqueue import backoff_delay
@@ -48,7 +47,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config, queue = state.settings, state.queue
     client = AsyncClient(field_manager=config.field_manager)
     await _prefill(client, state)
-    reconciler = Reconciler(client, state.cache, config, queue.add_later)
+    reconciler = Reconciler(client, state.cache, config, queue.add_later, state.metrics)
     state.reconciler = reconciler
 
     async def handle(key: tuple[str, str]) -> None:
@@ -65,7 +64,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     namespaces = [n for n in config.namespaces.split(",") if n]
     state.tasks.append(asyncio.create_task(watch_plain_children(client, namespaces, state)))
     if config.metrics_port:
-        app = make_app(state.cache, queue, TokenReviewer(client))
+        app = make_app(state.cache, queue, TokenReviewer(client, state.metrics), state.metrics)
         tls = server_context(config.tls_cert_file, config.tls_key_file)
         state.runners.append(await serve(app, config.http_host, config.metrics_port, tls))
         if tls is not None and config.tls_cert_file and config.tls_key_file:  # a renewed certificate
@@ -83,7 +82,7 @@ async def _prefill(client: AsyncClient, state: OperatorState) -> None:
     # out here rather than failing start-up (kopf would retry the whole start-up a minute later).
     for attempt in range(60):
         try:
-            await _list_into_cache(client, state.cache)
+            await _list_into_cache(client, state)
             return
         except ApiError as exc:
             if exc.status.code not in (429, 500, 503) or attempt == 59:
@@ -92,9 +91,10 @@ async def _prefill(client: AsyncClient, state: OperatorState) -> None:
             await asyncio.sleep(0.5)
 
 
-async def _list_into_cache(client: AsyncClient, cache: Cache) -> None:
-    API_REQUESTS.labels("list", "nodes").inc()
-    API_REQUESTS.labels("list", "edgeprofiles").inc()
+async def _list_into_cache(client: AsyncClient, state: OperatorState) -> None:
+    cache = state.cache
+    state.metrics.api_requests.labels("list", "nodes").inc()
+    state.metrics.api_requests.labels("list", "edgeprofiles").inc()
     async for node in client.list(Node):
         info = NodeInfo.from_body(node.to_dict())
         cache.nodes[info.name] = info

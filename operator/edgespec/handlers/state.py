@@ -5,9 +5,9 @@
 and a shallow copy of it to every resource handler, so all of them reach the same state object
 through :func:`state_of`, and two operators in one process (or two tests) share none of it.
 
-Process-wide on purpose, and so not here: the Prometheus registry (``handlers/metrics.py``, one
-``/metrics`` per process) and the crash-test write counter (``handlers/faults.py``, which kills the
-process).
+The metrics are here too (``OperatorMetrics``, on a registry of their own). Only the crash-test write
+counter (``handlers/faults.py``) stays per process on purpose: it counts the process's writes and
+then kills the process.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import kopf
 from aiohttp import web
 
 from edgespec.handlers.cache import Cache
+from edgespec.handlers.metrics import OperatorMetrics
 from edgespec.handlers.reconcile import Reconciler
 from edgespec.handlers.workqueue import WorkQueue
 from edgespec.settings import OperatorSettings
@@ -35,6 +36,7 @@ class OperatorState:
     settings: OperatorSettings
     cache: Cache = field(default_factory=Cache)
     queue: WorkQueue = field(default_factory=WorkQueue)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)  # served on /metrics
     reconciler: Reconciler | None = None  # set by the start-up handler, once the client exists
     tasks: list[asyncio.Task[None]] = field(
         default_factory=list
