@@ -18,6 +18,8 @@ loopback (edge-side round trip minus verifier-side time). Writes JSON, with ever
 profile and of the runs (``ROUND_FIELDS``) so the model can be checked again offline; ``--markdown``
 prints the goodput table, ``--write-docs`` rewrites the data-plane section of docs/benchmarks.md, and
 ``--from-json`` does both from a recorded JSON (summary recomputed) without measuring anything.
+``--reprofile`` profiles each draft again before each RTT's runs, so a prediction is never older than
+one RTT's runs of one draft.
 """
 
 from __future__ import annotations
@@ -170,6 +172,39 @@ def steady_state(rounds: list[RoundStats], k: int, other_s_per_round: float) -> 
     }
 
 
+async def profile_inputs(
+    draft: DraftUnderTest, url: str, token: str, prompts: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The profiler on loopback (``measure_draft``): what the prediction takes from it, and its rounds."""
+    client = VerifierClient(url, token)
+    try:
+        measured = await measure_draft(
+            draft,
+            client=client,
+            prompts=prompts,
+            ks=args.k,
+            device_class="bench-x86",
+            target_model="gemma3-270m",
+            sensor=NominalSensor(15.0),
+            n_threads=args.threads,
+            speed_tokens=args.tokens,
+            acceptance_tokens=args.tokens,
+        )
+    finally:
+        await client.close()
+    spec = measured.profile.spec
+    return {
+        "v_d": spec.draft_tokens_per_s,
+        "plain_v_d": measured.plain_tokens_per_s,
+        "round_overhead_s": spec.round_overhead_s,
+        "target_decode": None if spec.target_decode is None else spec.target_decode.model_dump(),
+        "decode_tokens_per_s": measured.decode_tokens_per_s,
+        "alpha": {p.k: p.alpha for p in spec.acceptance},
+        "t_verify_s": {p.k: p.seconds for p in spec.verify_latency.measured},
+        "profile_rounds": {k: round_records(measured.rounds.get(k, [])) for k in args.k},
+    }
+
+
 def goodput(k: int, alpha: float, v_d: float, t_verify: float, overhead_s: float = 0.0) -> float:
     """ConfigSpec's G(K), tokens/s, for one cell (``overhead_s``: the per-round term)."""
     return float(goodput_tokens_per_s(alpha, k, v_d, t_verify, overhead_s))
@@ -285,6 +320,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads,
             "rtts_ms": args.rtt if proxy else [0],
             "ks": args.k,
+            "reprofile": args.reprofile,
             "drafts": [],
             "target_alone": {},
             "no_extra_buffers": args.no_extra_buffers,
@@ -296,46 +332,31 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for name in args.draft:
             entry = catalog.get(name)
             path = ensure(name)
-            direct_client = VerifierClient(direct, token)
-            measured_draft = await measure_draft(
-                DraftUnderTest(name, entry.quantization, path),
-                client=direct_client,
-                prompts=prompts,
-                ks=args.k,
-                device_class="bench-x86",
-                target_model="gemma3-270m",
-                sensor=NominalSensor(15.0),
-                n_threads=args.threads,
-                speed_tokens=args.tokens,
-                acceptance_tokens=args.tokens,
-            )
-            await direct_client.close()
-            spec = measured_draft.profile.spec
-            decode_alone = measured_draft.decode_tokens_per_s
-            plain_v_d = measured_draft.plain_tokens_per_s
-            overhead_s = spec.round_overhead_s
-            alpha = {p.k: p.alpha for p in spec.acceptance}
-            t_verify = {p.k: p.seconds for p in spec.verify_latency.measured}
-            profile_full = {k: full_rounds(measured_draft.rounds.get(k, []), k) for k in args.k}
+            draft = DraftUnderTest(name, entry.quantization, path)
+            profiles = [await profile_inputs(draft, direct, token, prompts, args)]
             row: dict[str, Any] = {
                 "draft": name,
                 "quantization": entry.quantization,
                 "size_bytes": path.stat().st_size,
-                "v_d": spec.draft_tokens_per_s,
-                "plain_v_d": plain_v_d,
-                "round_overhead_s": overhead_s,
-                "target_decode": None if spec.target_decode is None else spec.target_decode.model_dump(),
-                "decode_tokens_per_s": decode_alone,
-                "alpha": alpha,
-                "t_verify_s": t_verify,
+                # the first profile (every one, with its rounds, is in "profiles")
+                **{key: value for key, value in profiles[0].items() if key != "profile_rounds"},
                 "round_fields": list(ROUND_FIELDS),
-                "profile_rounds": {k: round_records(measured_draft.rounds.get(k, [])) for k in args.k},
+                "profiles": profiles,
                 "runs": [],
             }
             runtime = LlamaRuntime(path, n_ctx=2048, n_threads=args.threads)
             drafter = Drafter(runtime, 1)
             try:
-                for rtt in result["rtts_ms"]:
+                for index, rtt in enumerate(result["rtts_ms"]):
+                    if index and args.reprofile:
+                        profiles.append(await profile_inputs(draft, direct, token, prompts, args))
+                    profile = profiles[-1]
+                    decode_alone, plain_v_d = profile["decode_tokens_per_s"], profile["plain_v_d"]
+                    v_d, overhead_s = profile["v_d"], profile["round_overhead_s"]
+                    alpha, t_verify = profile["alpha"], profile["t_verify_s"]
+                    profile_full = {
+                        k: full_rounds(recorded_rounds(profile["profile_rounds"][k], k), k) for k in args.k
+                    }
                     url = direct if rtt == 0 or proxy is None else proxy.url
                     if proxy is not None and rtt:
                         proxy.set_rtt(rtt)
@@ -349,13 +370,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             steady = steady_state(stats.rounds, k, other_s)
                             measured = steady["goodput"]
                             whole = stats.completion_tokens / stats.elapsed_s
-                            predicted = goodput(
-                                k, alpha[k], spec.draft_tokens_per_s, t_verify[k] + rtt / 1e3, overhead_s
-                            )
+                            predicted = goodput(k, alpha[k], v_d, t_verify[k] + rtt / 1e3, overhead_s)
                             predicted_plain = goodput(k, alpha[k], plain_v_d, t_verify[k] + rtt / 1e3)
-                            bound = goodput(
-                                k, steady["alpha"], spec.draft_tokens_per_s, steady["mean_round_trip_s"]
-                            )
+                            bound = goodput(k, steady["alpha"], v_d, steady["mean_round_trip_s"])
                             bound_alone = goodput(
                                 k, steady["alpha"], decode_alone, steady["mean_round_trip_s"]
                             )
@@ -363,6 +380,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             run = {
                                 "rtt_ms": rtt,
                                 "k": k,
+                                "profile": len(profiles) - 1,
                                 "goodput": measured,
                                 "predicted": predicted,
                                 "prediction_error": (predicted - measured) / measured,
@@ -492,34 +510,42 @@ PROFILE_READINGS = (
 """Ways of reading alpha(K) and T_verify(K) from the same recorded profile rounds."""
 
 
+def profile_readings(profile: dict[str, Any]) -> dict[str, dict[int, tuple[float, float]]]:
+    """(alpha(K), T_verify(K)) by K for each of ``PROFILE_READINGS`` from one profile's rounds."""
+    rounds_by_k = {int(k): recorded_rounds(v, int(k)) for k, v in profile["profile_rounds"].items()}
+    a, b = verify_line([r for rounds in rounds_by_k.values() for r in rounds])
+    readings: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in PROFILE_READINGS}
+    for k, rounds in rounds_by_k.items():
+        full = full_rounds(rounds, k)
+        for name, chosen in zip(PROFILE_READINGS, (rounds, full, full, full), strict=True):
+            drafted = sum(r.drafted for r in chosen)
+            alpha = sum(r.accepted for r in chosen) / drafted if drafted else 0.0
+            trips = [r.round_trip_s for r in chosen]
+            t_verify = {
+                PROFILE_READINGS[2]: statistics.mean(trips),
+                PROFILE_READINGS[3]: a + b * (k + 1),
+            }.get(name, statistics.median(trips))
+            readings[name][k] = (alpha, t_verify)
+    return readings
+
+
 def error_by_k_readings(result: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
     """Median |error| by K for each of ``PROFILE_READINGS`` (v_d and the overhead as profiled),
     against the steady goodput (``steady``) and the whole generation (``whole``); empty for a
     JSON without recorded rounds. Offline: it re-reads the profile, it measures nothing."""
     errors: dict[str, dict[str, dict[int, list[float]]]] = {}
     for draft in result["drafts"]:
-        profile = {int(k): recorded_rounds(v, int(k)) for k, v in draft.get("profile_rounds", {}).items()}
-        if not profile or not all(profile.values()):
+        profiles = draft.get("profiles") or [draft]
+        if not all(p.get("profile_rounds") and all(p["profile_rounds"].values()) for p in profiles):
             return {}
-        a, b = verify_line([r for rounds in profile.values() for r in rounds])
-        readings: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in PROFILE_READINGS}
-        for k, rounds in profile.items():
-            full = full_rounds(rounds, k)
-            for name, chosen in zip(PROFILE_READINGS, (rounds, full, full, full), strict=True):
-                drafted = sum(r.drafted for r in chosen)
-                alpha = sum(r.accepted for r in chosen) / drafted if drafted else 0.0
-                trips = [r.round_trip_s for r in chosen]
-                t_verify = {
-                    PROFILE_READINGS[2]: statistics.mean(trips),
-                    PROFILE_READINGS[3]: a + b * (k + 1),
-                }.get(name, statistics.median(trips))
-                readings[name][k] = (alpha, t_verify)
+        readings = [profile_readings(p) for p in profiles]
         for run in draft["runs"]:
             k = int(run["k"])
-            for name, by_k in readings.items():
+            profile = profiles[run.get("profile", 0)]
+            for name, by_k in readings[run.get("profile", 0)].items():
                 alpha, t_verify = by_k[k]
                 predicted = goodput(
-                    k, alpha, draft["v_d"], t_verify + run["rtt_ms"] / 1e3, draft["round_overhead_s"]
+                    k, alpha, profile["v_d"], t_verify + run["rtt_ms"] / 1e3, profile["round_overhead_s"]
                 )
                 for measure, measured in (("steady", run["goodput"]), ("whole", run["goodput_whole"])):
                     cell = errors.setdefault(name, {}).setdefault(measure, {}).setdefault(k, [])
@@ -652,12 +678,19 @@ def docs_section(result: dict[str, Any]) -> str:
             "First, per draft, the profiler (`edgespec_edge.profiler.measure_draft`) measures on loopback, "
             "before and apart from the goodput runs: v_d (drafted tokens over drafting time in its own loop "
             "runs), alpha(K) and T_verify(K) (median verify round trip), from steady-state rounds of K "
-            "drafts. "
-            "**goodput** is steady state, the rounds G(K) describes: the committed tokens of the rounds that "
-            "drafted all K over those rounds' time (drafting, verify round trip, the loop's own time). Each "
-            "prompt's first round (time to first token) and its last rounds (cut to fewer drafts by the "
-            f"{result['tokens_per_prompt']}-token limit: the loop drafts min(K, tokens left - 1)) are left "
-            "out; **whole** is the generation after its first round, those short rounds included. "
+            "drafts"
+            + (
+                "; with `--reprofile`, again before each RTT's runs, and each run is predicted from the "
+                "profile just before it (the profile table shows the first). "
+                if result.get("reprofile")
+                else ". "
+            )
+            + "**goodput** is steady state, the rounds G(K) describes: the committed tokens of the rounds "
+            "that drafted all K over those rounds' time (drafting, verify round trip, the loop's own "
+            "time). Each prompt's first round (time to first token) and its last rounds (cut to fewer "
+            f"drafts by the {result['tokens_per_prompt']}-token limit: the loop drafts min(K, tokens left "
+            "- 1)) are left out; **whole** is the generation after its first round, those short rounds "
+            "included. "
             "**predicted** is ConfigSpec's G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT + o) "
             "(`edgespec.configspec.metrics.goodput_tokens_per_s`) from that profile plus the emulated RTT; "
             "**error** = (predicted - measured) / measured. **bound** is the same formula with the profile's "
@@ -834,6 +867,12 @@ def main() -> None:
         action="store_true",
         help="load models with llama.cpp's extra buffer types off (bench/no_amx.py: CPUs that trap AMX)",
     )
+    parser.add_argument(
+        "--reprofile",
+        action="store_true",
+        help="profile each draft again before each RTT's runs, not only before the first: each run is "
+        "predicted from a profile taken just before it, not minutes earlier (the machine's speed drifts)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the goodput table as Markdown")
     parser.add_argument(
         "--from-json",
@@ -885,9 +924,10 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> None:
         return
     if args.from_json:
         for draft in result["drafts"]:
-            for key in ("alpha", "t_verify_s", "profile_rounds"):
-                if key in draft:
-                    draft[key] = {int(k): v for k, v in draft[key].items()}
+            for profile in [draft, *draft.get("profiles", [])]:
+                for key in ("alpha", "t_verify_s", "profile_rounds"):
+                    if key in profile:
+                        profile[key] = {int(k): v for k, v in profile[key].items()}
         result["summary"] = summarise(result)
     if args.markdown:
         print(markdown(result))
