@@ -49,6 +49,7 @@ from edgespec_edge.models import builtin_catalog
 from edgespec_edge.power import NominalSensor
 from edgespec_edge.profiler import (
     DraftUnderTest,
+    fit_round_time,
     full_rounds,
     load_prompts,
     measure_acceptance,
@@ -506,33 +507,47 @@ PROFILE_READINGS = (
     "rounds of K drafts, median T_verify (now)",
     "rounds of K drafts, mean T_verify",
     "rounds of K drafts, T_verify from one line over all rounds",
+    "rounds of K drafts, means throughout (T_verify and the drafting line)",
 )
-"""Ways of reading alpha(K) and T_verify(K) from the same recorded profile rounds."""
+"""Ways of reading alpha(K), T_verify(K) (and, in the last, v_d and the overhead) from the same
+recorded profile rounds."""
+
+Reading = tuple[float, float, dict[int, tuple[float, float]]]
+"""v_d, the per-round overhead, and (alpha, T_verify) by K."""
 
 
-def profile_readings(profile: dict[str, Any]) -> dict[str, dict[int, tuple[float, float]]]:
-    """(alpha(K), T_verify(K)) by K for each of ``PROFILE_READINGS`` from one profile's rounds."""
+def profile_readings(profile: dict[str, Any]) -> dict[str, Reading]:
+    """Each of ``PROFILE_READINGS`` from one profile's rounds. All but the last keep the profile's
+    v_d and overhead (``fit_round_time`` with medians); the last refits the drafting line with each
+    size's mean, keeping the loop's own time the profile added to the intercept."""
     rounds_by_k = {int(k): recorded_rounds(v, int(k)) for k, v in profile["profile_rounds"].items()}
-    a, b = verify_line([r for rounds in rounds_by_k.values() for r in rounds])
-    readings: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in PROFILE_READINGS}
+    every = [r for rounds in rounds_by_k.values() for r in rounds]
+    a, b = verify_line(every)
+    _, median_intercept = fit_round_time(every, 0.0)
+    mean_v_d, mean_intercept = fit_round_time(every, 0.0, statistic="mean")
+    loop_other_s = profile["round_overhead_s"] - median_intercept
+    lines = {name: (profile["v_d"], profile["round_overhead_s"]) for name in PROFILE_READINGS}
+    lines[PROFILE_READINGS[4]] = (mean_v_d, mean_intercept + loop_other_s)
+    by_name: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in PROFILE_READINGS}
     for k, rounds in rounds_by_k.items():
         full = full_rounds(rounds, k)
-        for name, chosen in zip(PROFILE_READINGS, (rounds, full, full, full), strict=True):
+        for name, chosen in zip(PROFILE_READINGS, (rounds, full, full, full, full), strict=True):
             drafted = sum(r.drafted for r in chosen)
             alpha = sum(r.accepted for r in chosen) / drafted if drafted else 0.0
             trips = [r.round_trip_s for r in chosen]
             t_verify = {
                 PROFILE_READINGS[2]: statistics.mean(trips),
                 PROFILE_READINGS[3]: a + b * (k + 1),
+                PROFILE_READINGS[4]: statistics.mean(trips),
             }.get(name, statistics.median(trips))
-            readings[name][k] = (alpha, t_verify)
-    return readings
+            by_name[name][k] = (alpha, t_verify)
+    return {name: (*lines[name], by_name[name]) for name in PROFILE_READINGS}
 
 
 def error_by_k_readings(result: dict[str, Any]) -> dict[str, dict[str, dict[int, float]]]:
-    """Median |error| by K for each of ``PROFILE_READINGS`` (v_d and the overhead as profiled),
-    against the steady goodput (``steady``) and the whole generation (``whole``); empty for a
-    JSON without recorded rounds. Offline: it re-reads the profile, it measures nothing."""
+    """Median |error| by K for each of ``PROFILE_READINGS`` against the steady goodput (``steady``)
+    and the whole generation (``whole``); empty for a JSON without recorded rounds. Offline: it
+    re-reads the profile, it measures nothing."""
     errors: dict[str, dict[str, dict[int, list[float]]]] = {}
     for draft in result["drafts"]:
         profiles = draft.get("profiles") or [draft]
@@ -541,12 +556,9 @@ def error_by_k_readings(result: dict[str, Any]) -> dict[str, dict[str, dict[int,
         readings = [profile_readings(p) for p in profiles]
         for run in draft["runs"]:
             k = int(run["k"])
-            profile = profiles[run.get("profile", 0)]
-            for name, by_k in readings[run.get("profile", 0)].items():
+            for name, (v_d, overhead_s, by_k) in readings[run.get("profile", 0)].items():
                 alpha, t_verify = by_k[k]
-                predicted = goodput(
-                    k, alpha, profile["v_d"], t_verify + run["rtt_ms"] / 1e3, profile["round_overhead_s"]
-                )
+                predicted = goodput(k, alpha, v_d, t_verify + run["rtt_ms"] / 1e3, overhead_s)
                 for measure, measured in (("steady", run["goodput"]), ("whole", run["goodput_whole"])):
                     cell = errors.setdefault(name, {}).setdefault(measure, {}).setdefault(k, [])
                     cell.append(abs(predicted - measured) / measured)
@@ -739,8 +751,8 @@ def docs_section(result: dict[str, Any]) -> str:
             *(
                 [
                     "",
-                    "The same runs against predictions from the same profile rounds read four ways (median "
-                    "|error| by K; v_d and the overhead as profiled; `error_by_k_readings`, recomputable "
+                    "The same runs against predictions from the same profile rounds read five ways (median "
+                    "|error| by K; `error_by_k_readings`, recomputable "
                     "offline with `--from-json`): the profiler before this version took every steady round; "
                     "rounds cut short at the end of a generation are not rounds of G(K).",
                     "",

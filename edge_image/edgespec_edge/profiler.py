@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -190,14 +190,17 @@ async def measure_target_decode(
     )
 
 
-def fit_round_time(rounds: Sequence[RoundStats], loop_other_s: float) -> tuple[float, float]:
+def fit_round_time(
+    rounds: Sequence[RoundStats], loop_other_s: float, statistic: Literal["median", "mean"] = "median"
+) -> tuple[float, float]:
     """(v_d, round overhead s): a round drafts in ``overhead + drafted / v_d`` seconds.
 
-    A line through the median drafting time of the rounds of each size (drafted tokens), weighted by
-    how many rounds each median stands for (medians: a round slowed by another process does not tilt
-    the line): the slope is the time per draft token, the intercept the fixed cost of a draft run
-    (starting it, the extra token read after a full acceptance, sampling). ``loop_other_s`` is the
-    loop's own time per round outside drafting and verification (bookkeeping); it is added to the
+    A line through the median drafting time of the rounds of each size (drafted tokens), weighted by how
+    many rounds each median stands for (medians: a round slowed by another process does not tilt the
+    line; ``statistic="mean"`` takes each size's mean instead, the expected time goodput is made of,
+    slow rounds included): the slope is the time per draft token, the intercept the fixed cost of a
+    draft run (starting it, the extra token read after a full acceptance, sampling). ``loop_other_s`` is
+    the loop's own time per round outside drafting and verification (bookkeeping); it is added to the
     overhead. Rounds that drafted nothing (the last token of a ``max_tokens`` generation is the target's
     alone) start no draft run and are left out: at size 0 they would pull the intercept to the cost of
     not drafting. Falls back to drafted tokens over drafting time, with no overhead, when the rounds
@@ -210,8 +213,9 @@ def fit_round_time(rounds: Sequence[RoundStats], loop_other_s: float) -> tuple[f
     sizes, counts = np.unique(drafted, return_counts=True)
     if len(sizes) < 2:
         return plain, max(0.0, loop_other_s)
-    medians = np.array([np.median(seconds[drafted == n]) for n in sizes])
-    slope, intercept = np.polyfit(sizes, medians, 1, w=np.sqrt(counts))
+    center = np.mean if statistic == "mean" else np.median
+    centers = np.array([center(seconds[drafted == n]) for n in sizes])
+    slope, intercept = np.polyfit(sizes, centers, 1, w=np.sqrt(counts))
     if slope <= 0.0:
         return plain, max(0.0, loop_other_s)
     return 1.0 / float(slope), max(0.0, float(intercept)) + max(0.0, loop_other_s)

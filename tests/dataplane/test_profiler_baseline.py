@@ -31,6 +31,11 @@ def test_round_time_separates_the_fixed_cost_from_the_per_token_cost() -> None:
     stalled = [*rounds, _round(1, 1.0)]  # one round slowed by another process does not tilt the line
     v_d, overhead = fit_round_time(stalled, loop_other_s=0.001)
     assert abs(v_d - 50.0) < 1e-6 and abs(overhead - 0.006) < 1e-9
+    v_d, overhead = fit_round_time(rounds, loop_other_s=0.001, statistic="mean")
+    assert abs(v_d - 50.0) < 1e-6 and abs(overhead - 0.006) < 1e-9  # no slow round: the same line
+    slowed = [*rounds, _round(1, 0.2)]  # with means a slow round is part of the expected time
+    v_d, overhead = fit_round_time(slowed, loop_other_s=0.001, statistic="mean")
+    assert v_d > 50.0 and overhead > 0.02  # the first size's mean rose: the line tilts up at small K
 
 
 def test_rounds_that_drafted_nothing_do_not_pull_the_fixed_cost_down() -> None:
