@@ -805,8 +805,9 @@ def drift_sentence(summary: dict[str, Any]) -> str:
     low, high = drift
     return (
         " The verifier's own time per round of K drafts (its `verify_s`, no network) differed from the "
-        f"profile's at the same K by {(low - 1) * 100:+.0f}% to {(high - 1) * 100:+.0f}% across the runs: "
-        "a drift of the machine's speed between profile and run that the prediction cannot know."
+        f"profile's at the same K by {(low - 1) * 100:+.0f}% to {(high - 1) * 100:+.0f}% across the runs; "
+        "a change of the machine's speed between profile and run shows here, and no prediction from the "
+        "profile can know it."
     )
 
 
