@@ -136,6 +136,8 @@ class KVSequence:
         self._batch: Any = _internals.LlamaBatch(n_tokens=runtime.n_batch, embd=0, n_seq_max=1, verbose=False)
         self.tokens: list[int] = []
         """Tokens whose K and V are in the cache, in order (position i holds tokens[i])."""
+        self.evaluated = 0
+        """Positions decoded over the sequence's life (the work done; re-reads count again)."""
 
     def common_prefix(self, tokens: Sequence[int]) -> int:
         n = 0
@@ -202,6 +204,7 @@ class KVSequence:
             batch.n_seq_id[i] = 1
             batch.logits[i] = position >= first_row
         self._ctx.decode(self._batch)
+        self.evaluated += end - begin
         self.tokens.extend(tokens[begin:end])
         for i, position in enumerate(range(begin, end)):
             if position >= first_row:

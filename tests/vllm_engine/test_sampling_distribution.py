@@ -70,7 +70,8 @@ def run(engine: VllmEngine, case: Case, key: str, seed: int) -> float:
     ]
 
     async def all_rounds() -> list[tuple[int, int]]:
-        return await asyncio.gather(*(engine.verify_round(r, key=key) for r in requests))
+        verdicts = await asyncio.gather(*(engine.verify_round(r, key=key) for r in requests))
+        return [(accepted, token) for accepted, token, _ in verdicts]
 
     verdicts = asyncio.run(all_rounds())
     first = Counter(

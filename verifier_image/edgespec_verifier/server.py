@@ -51,7 +51,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgespec_verifier.acceptance import TargetDistribution, accept_greedy, accept_sampling
 from edgespec_verifier.auth import Handler, TokenSource, bearer_middleware
-from edgespec_verifier.engines import VerifyEngine
+from edgespec_verifier.engines import ContextReads, VerifyEngine
 
 log = logging.getLogger("edgespec.verifier")
 
@@ -112,6 +112,21 @@ class VerifierMetrics:
         self.queue_depth = Gauge(
             "edgespec_verifier_queue_depth", "Rounds waiting for or running on the engine.", registry=registry
         )
+        self.context_tokens = Counter(
+            "edgespec_verifier_context_tokens",
+            "Context tokens the engine computed (drafts excluded): kind=prompt inside the prompt, "
+            "kind=reread generated context of earlier rounds it no longer held (a session that moved "
+            "replica or was evicted); the last context token (the new correction or bonus) is not a "
+            "reread.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in ("prompt", "reread"):
+            self.context_tokens.labels(kind)  # both series exist from the start (rate() and sums)
+
+    def count_reads(self, reads: ContextReads) -> None:
+        self.context_tokens.labels("prompt").inc(reads.prompt)
+        self.context_tokens.labels("reread").inc(reads.reread)
 
 
 SETTINGS = web.AppKey("settings", VerifierSettings)
@@ -175,9 +190,10 @@ def vocabulary_size(engine: VerifyEngine) -> int | None:
     return int(size) if size else None
 
 
-def run_round(engine: VerifyEngine, request: VerifyRequest) -> tuple[int, int]:
+def run_round(engine: VerifyEngine, request: VerifyRequest) -> tuple[int, int, ContextReads]:
     """Score, decide and roll back, all on the engine thread (one hop per round)."""
     rows = engine.score(request.session_id, request.tokens, request.draft, request.prompt_tokens)
+    reads = engine.last_reads  # this round's: read on the engine thread, right after the score
     if request.sampling.greedy:
         accepted, next_token = accept_greedy(rows, request.draft)
     else:
@@ -191,7 +207,13 @@ def run_round(engine: VerifyEngine, request: VerifyRequest) -> tuple[int, int]:
             rng,
         )
     engine.commit(request.session_id, len(request.tokens) + accepted)
-    return accepted, next_token
+    return accepted, next_token, reads
+
+
+def open_counted(engine: VerifyEngine, session_id: str, tokens: Sequence[int]) -> tuple[int, ContextReads]:
+    """Pre-read a session's context (on the engine thread); the tokens cached and those computed."""
+    cached = engine.open_session(session_id, tokens)
+    return cached, engine.last_reads
 
 
 async def verify(request: web.Request) -> web.Response:
@@ -216,9 +238,9 @@ async def verify(request: web.Request) -> web.Response:
     try:
         verify_round = getattr(engine, "verify_round", None)
         if verify_round is not None:  # an engine that batches concurrent rounds itself (vLLM)
-            accepted, next_token = await verify_round(body)
+            accepted, next_token, reads = await verify_round(body)
         else:
-            accepted, next_token = await asyncio.get_running_loop().run_in_executor(
+            accepted, next_token, reads = await asyncio.get_running_loop().run_in_executor(
                 app[EXECUTOR], run_round, engine, body
             )
     except ContextFullError as exc:
@@ -240,14 +262,22 @@ async def verify(request: web.Request) -> web.Response:
         engine=engine.name,
     )
     # Metrics after the answer is on its way: the edge is waiting for it, Prometheus is not.
-    asyncio.get_running_loop().call_soon(_record_round, metrics, engine, elapsed, len(body.draft), accepted)
+    asyncio.get_running_loop().call_soon(
+        _record_round, metrics, engine, elapsed, len(body.draft), accepted, reads
+    )
     return web.Response(body=verdict.model_dump_json().encode(), content_type="application/json")
 
 
 def _record_round(
-    metrics: VerifierMetrics, engine: VerifyEngine, elapsed_s: float, drafted: int, accepted: int
+    metrics: VerifierMetrics,
+    engine: VerifyEngine,
+    elapsed_s: float,
+    drafted: int,
+    accepted: int,
+    reads: ContextReads,
 ) -> None:
     metrics.verify_seconds.labels(engine.name).observe(elapsed_s)
+    metrics.count_reads(reads)
     metrics.drafted.inc(drafted)
     metrics.accepted.inc(accepted)
     metrics.rounds.labels("ok").inc()
@@ -283,7 +313,8 @@ async def _steps_on_engine_thread(
                 prompt_tokens=len(prompt),
                 sampling=SamplingParams(temperature=sampling.temperature, seed=seed),
             )
-            _, token = await loop.run_in_executor(app[EXECUTOR], run_round, engine, step)
+            # Not counted in context_tokens: that counter covers verify rounds and session pre-reads.
+            _, token, _ = await loop.run_in_executor(app[EXECUTOR], run_round, engine, step)
             if runtime.is_end_of_generation(token):
                 yield 0, decoder.decode(b"", final=True), "stop"
                 return
@@ -362,11 +393,12 @@ async def open_session(request: web.Request) -> web.Response:
     if n_vocab is not None and max([*body.tokens, 0]) >= n_vocab:
         return error(400, "bad_request", f"invalid session: token ids must be below {n_vocab}")
     try:
-        cached = await asyncio.get_running_loop().run_in_executor(
-            request.app[EXECUTOR], engine.open_session, body.session_id, body.tokens
+        cached, reads = await asyncio.get_running_loop().run_in_executor(
+            request.app[EXECUTOR], open_counted, engine, body.session_id, body.tokens
         )
     except ContextFullError as exc:
         return error(400, "bad_request", f"invalid session: {exc}")
+    request.app[METRICS].count_reads(reads)
     request.app[METRICS].sessions.set(engine.session_count())
     return web.json_response(
         text=SessionOpened(session_id=body.session_id, cached_tokens=cached).model_dump_json()

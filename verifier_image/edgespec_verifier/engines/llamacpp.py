@@ -14,6 +14,15 @@ batched verification flips the argmax at near-ties (about 1 position in 130 on G
 mode makes greedy output bit-identical to the target alone and costs about one single-token step per
 drafted token; ``exact=False`` verifies the K+1 positions in one batch (cheaper per round, exact only up
 to that rounding). See docs/dataplane.md.
+
+Context reads (``last_reads``, exact): a round decodes context positions ``start .. len(context)-1``
+then the drafts, where ``start`` is the sequence's common prefix with the context, capped at the last
+context token (llama.cpp keeps no logits of earlier calls, so that token is always decoded again); in
+exact mode a ``start`` inside the prompt is moved to 0 (the prompt is re-read from its beginning). In
+steady state ``start`` is the last context token: the previous round's correction or bonus, nothing
+re-read. A session new to this engine (moved here, or evicted from its sequence) decodes from 0, or
+from its shared prefix with a reused sequence: its prompt counts as ``prompt``, its generated context
+as ``reread``. Split by :func:`edgespec_verifier.engines.context_reads`.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from edgespec_edge.chat import Role, render_chat
 from edgespec_edge.llama_kv import KVSequence, LlamaRuntime
 from edgespec_edge.prompting import prompt_tokens
 
-from edgespec_verifier.engines import ScoreRows
+from edgespec_verifier.engines import ContextReads, ScoreRows, context_reads
 
 
 class LlamaCppEngine:
@@ -34,15 +43,24 @@ class LlamaCppEngine:
 
     def __init__(
         self,
-        model_path: str | Path,
+        model_path: str | Path | None = None,
         *,
         n_ctx: int = 2048,
         n_threads: int = 2,
         max_sessions: int = 8,
         n_batch: int = 64,
         exact: bool = True,
+        runtime: LlamaRuntime | None = None,
     ) -> None:
-        self.runtime = LlamaRuntime(model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+        """Loads ``model_path``, or serves over a loaded ``runtime`` (shared weights, own sessions:
+        a second replica in tests; the runtime stays open when this engine closes)."""
+        self._owns_runtime = runtime is None
+        if runtime is None:
+            if model_path is None:
+                raise ValueError("LlamaCppEngine needs a model_path or a runtime")
+            runtime = LlamaRuntime(model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+        self.runtime = runtime
+        self.last_reads = ContextReads()
         self.max_sessions = max_sessions
         self.exact = exact
         self._sessions: OrderedDict[str, KVSequence] = OrderedDict()
@@ -69,7 +87,16 @@ class LlamaCppEngine:
     ) -> ScoreRows:
         sequence = self._sequence_for(session_id, context)
         step_from = (prompt_tokens or len(context)) if self.exact else None
-        return sequence.logits([*context, *draft], first_row=len(context) - 1, step_from=step_from)
+        before = sequence.evaluated
+        rows = sequence.logits([*context, *draft], first_row=len(context) - 1, step_from=step_from)
+        self._count(sequence, before, len(context) + len(draft), len(context), prompt_tokens)
+        return rows
+
+    def _count(
+        self, sequence: KVSequence, before: int, total: int, context: int, prompt_tokens: int | None
+    ) -> None:
+        start = total - (sequence.evaluated - before)  # decoding runs from start to the end
+        self.last_reads = context_reads(start, context, prompt_tokens)
 
     def prompt_for(
         self,
@@ -94,10 +121,13 @@ class LlamaCppEngine:
 
     def open_session(self, session_id: str, context: Sequence[int]) -> int:
         sequence = self._sequence_for(session_id, context)
+        self.last_reads = ContextReads()
         if context:
+            before = sequence.evaluated
             sequence.logits(
                 context, first_row=len(context) - 1, step_from=len(context) if self.exact else None
             )
+            self._count(sequence, before, len(context), len(context), None)
         return len(sequence.tokens)
 
     def close_session(self, session_id: str) -> None:
@@ -113,4 +143,5 @@ class LlamaCppEngine:
             sequence.close()
         self._sessions.clear()
         self._free.clear()
-        self.runtime.close()
+        if self._owns_runtime:
+            self.runtime.close()

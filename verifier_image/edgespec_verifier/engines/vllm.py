@@ -20,6 +20,16 @@ accepted last round were computed as generated tokens, so they are cached too); 
 the context's last partial block (< ``block_size`` tokens) and then K+1 single-token steps. Sessions
 share one block pool, LRU-evicted by vLLM; the engine's session table only bounds bookkeeping
 (``max_sessions``): an evicted session still verifies correctly, from whatever blocks remain cached.
+
+**Context reads** (``edgespec_verifier_context_tokens_total``): vLLM reports a request's prefix-cache
+hit as ``RequestOutput.num_cached_tokens`` (whole blocks, at most the prompt's length minus one: the
+last token is always computed for its logits); the round computed context positions from there to the
+end, split by :func:`edgespec_verifier.engines.context_reads`. So in steady state a round counts as
+``reread`` the generated tokens of the context's last partial block (less than ``block_size``, the
+last token excepted), which vLLM does recompute, and at times one full block more (the tier's test saw
+vLLM's hit fall one block short of the last full block); a session whose blocks are gone (another replica, or
+evicted from the block pool) counts its whole generated context. The number is the prefill's at first
+scheduling: a request preempted and recomputed under KV pressure computes more than it says.
 Exactness: greedy output equals vLLM's own greedy decoding of the target (the tier's test checks it).
 
 **Cloud-only decoding** (``POST /v1/generate``): :meth:`prompt_for` reads the prompt with the target's
@@ -50,7 +60,7 @@ from edgespec.wire import VerifyRequest
 from edgespec_edge.chat import ChatTemplateFailed, ChatTemplateMissing, Role, gemma_prompt
 from edgespec_edge.prompting import prompt_tokens
 
-from edgespec_verifier.engines import ScoreRows
+from edgespec_verifier.engines import ContextReads, ScoreRows, context_reads
 
 PROCESSOR = "edgespec_verifier.engines.vllm_verdict:VerdictProcessor"
 CONTROL_PROCESSOR = "edgespec_verifier.engines.vllm_verdict:ControlProcessor"
@@ -109,6 +119,7 @@ class VllmEngine:
         kwargs.update(extra_engine_args or {})  # spec.verifier.vllmArgs, e.g. tensor_parallel_size=8
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, SessionInfo] = OrderedDict()
+        self.last_reads = ContextReads()  # of the last open_session (rounds return theirs)
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
@@ -170,7 +181,7 @@ class VllmEngine:
         assert final is not None
         return final
 
-    async def _round(self, request: VerifyRequest, key: str = EXTRA_KEY) -> tuple[int, int]:
+    async def _round(self, request: VerifyRequest, key: str = EXTRA_KEY) -> tuple[int, int, ContextReads]:
         rng = np.random.default_rng(request.sampling.seed)
         output = await self._generate(request.tokens, self._params(request, rng, key))
         produced = list(output.outputs[0].token_ids)
@@ -181,11 +192,16 @@ class VllmEngine:
             accepted += 1
         if accepted >= len(produced):
             raise RuntimeError(f"vLLM round produced {produced} for draft {request.draft}")
-        self._touch(request.session_id, len(request.tokens), output.num_cached_tokens or 0)
-        return accepted, int(produced[accepted])
+        cached = output.num_cached_tokens or 0
+        self._touch(request.session_id, len(request.tokens), cached)
+        reads = context_reads(cached, len(request.tokens), request.prompt_tokens)
+        return accepted, int(produced[accepted]), reads
 
-    async def verify_round(self, request: VerifyRequest, *, key: str = EXTRA_KEY) -> tuple[int, int]:
-        """(accepted, next token) for one round; awaited by the server, batched with other rounds.
+    async def verify_round(
+        self, request: VerifyRequest, *, key: str = EXTRA_KEY
+    ) -> tuple[int, int, ContextReads]:
+        """(accepted, next token, context reads) of one round; awaited by the server, batched with
+        other rounds.
 
         ``key`` selects the logits processor (the tier's control test passes ``edgespec-control``,
         which needs ``CONTROL_PROCESSOR`` among the engine's ``logits_processors``)."""
@@ -193,7 +209,8 @@ class VllmEngine:
 
     def verify(self, request: VerifyRequest) -> tuple[int, int]:
         """Blocking form of :meth:`verify_round` (benchmarks, scripts)."""
-        return self._call(self._round(request))
+        accepted, next_token, _ = self._call(self._round(request))
+        return accepted, next_token
 
     def greedy_decode(self, prompt: Sequence[int], max_tokens: int) -> list[int]:
         """The target decoding alone (vLLM greedy), the reference of the exactness test."""
@@ -314,9 +331,11 @@ class VllmEngine:
         return self._sessions.get(session_id)
 
     async def _open(self, session_id: str, context: Sequence[int]) -> int:
+        self.last_reads = ContextReads()
         if context:
             params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, detokenize=False)
-            await self._generate(context, params)  # fills the prefix cache with the context's blocks
+            output = await self._generate(context, params)  # fills the prefix cache with its blocks
+            self.last_reads = context_reads(output.num_cached_tokens or 0, len(context), None)
         self._touch(session_id, len(context), 0)
         block = int(self.llm.vllm_config.cache_config.block_size)
         return len(context) // block * block
