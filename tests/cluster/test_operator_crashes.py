@@ -5,7 +5,8 @@ it kills itself with SIGKILL right after its Nth API write (a child or status ap
 deleted, an Event posted) while it brings a new deployment of the paper sample up, so each run dies
 at a different point of the first reconciles. Then a normal operator is started and must converge to
 exactly what an uninterrupted run makes: the same children by kind, component and class, each
-exactly once, every one owned by the deployment, and the same phase and K per class.
+exactly once, every one owned by the deployment, and the same phase and K per class. One test per
+point, so a failure names its point and the points can run on several workers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "samples" / "profiles" / "paper-illustrative.yaml"
 KINDS = "deployments,daemonsets,configmaps,services,secrets,poddisruptionbudgets,jobs"
 POINTS = range(1, 1 + int(os.environ.get("EDGESPEC_CRASH_POINTS", "20")))
+# Each point is independent of the others: under xdist they spread over the workers (tests/conftest.py).
+XDIST_SPLIT = True
 
 
 def _apply(cluster: Any, name: str) -> None:
@@ -70,29 +73,22 @@ def _converged(cluster: Any, name: str, reference: Any, seen: list[Any]) -> Any:
     return (shape, orphans) if (shape, seen[1]) == reference else None
 
 
-@pytest.fixture
-def setup(cluster: Any, tmp_path: Path) -> Any:
-    install_crds(cluster)
-    cluster.kubectl("apply", "-f", str(PROFILES))
-    yield cluster, tmp_path / "operator.log"
-    names = ["crash-ref", *(f"crash-{point:02d}" for point in POINTS)]
-    cluster.kubectl("delete", "specdeploy", *names, "-n", "default", "--ignore-not-found", "--wait=false")
-    cluster.kubectl("delete", "-f", str(PROFILES), "--ignore-not-found")
-
-
 def _run_operator(cluster: Any, log: Path, **env: str) -> subprocess.Popen[bytes]:
     return start_operator(cluster, log, free_port(), **env)
 
 
-def test_sigkill_at_20_points_leaves_no_duplicate_and_no_orphan(setup: Any) -> None:
-    cluster, log = setup
-    # The reference: an uninterrupted run.
+@pytest.fixture(scope="module")
+def reference(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The profiles applied, and what an uninterrupted run makes of the paper sample."""
+    install_crds(cluster)
+    cluster.kubectl("apply", "-f", str(PROFILES))
+    log = tmp_path_factory.mktemp("crashes") / "operator.log"
     proc = _run_operator(cluster, log)
     try:
         _apply(cluster, "crash-ref")
         wait_for("the reference to select for every class",
                  lambda: _outcome(cluster, "crash-ref")[1].count("=") == 3, 90)  # fmt: skip
-        reference = wait_for(
+        outcome = wait_for(
             "the reference to be Ready", lambda: (o := _outcome(cluster, "crash-ref"))[0] == "Ready" and o, 90
         )
         shape, orphans = _shape(cluster, "crash-ref")
@@ -100,39 +96,44 @@ def test_sigkill_at_20_points_leaves_no_duplicate_and_no_orphan(setup: Any) -> N
     finally:
         stop_operator(proc)
     cluster.kubectl("delete", "specdeploy", "crash-ref", "-n", "default", "--wait=false")
-    expected = (shape, reference)
+    yield cluster, log, (shape, outcome)
+    names = [f"crash-{point:02d}" for point in POINTS]
+    cluster.kubectl("delete", "specdeploy", *names, "-n", "default", "--ignore-not-found", "--wait=false")
+    cluster.kubectl("delete", "-f", str(PROFILES), "--ignore-not-found")
 
-    for point in POINTS:
-        name = f"crash-{point:02d}"
-        crashing = _run_operator(cluster, log, EDGESPEC_CRASH_AFTER_WRITES=str(point))
-        try:
-            _apply(cluster, name)
-            for nudge in range(10):  # past the first reconciles, a spec change makes more writes
-                try:
-                    crashing.wait(timeout=10)
-                    break
-                except subprocess.TimeoutExpired:
-                    patch = json.dumps({"spec": {"adaptation": {"minRounds": 100 + nudge}}})
-                    cluster.kubectl("patch", "specdeploy", name, "-n", "default", "--type=merge", "-p", patch)
-            assert crashing.returncode == -9, f"point {point}: the operator did not die at its write {point}"
-        finally:
-            if crashing.poll() is None:
-                stop_operator(crashing)
-        proc = _run_operator(cluster, log)
-        try:
-            seen: list[Any] = []
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_at_a_point_leaves_no_duplicate_and_no_orphan(reference: Any, point: int) -> None:
+    cluster, log, expected = reference
+    name = f"crash-{point:02d}"
+    crashing = _run_operator(cluster, log, EDGESPEC_CRASH_AFTER_WRITES=str(point))
+    try:
+        _apply(cluster, name)
+        for nudge in range(10):  # past the first reconciles, a spec change makes more writes
             try:
-                shape, orphans = wait_for(
-                    f"point {point}: {name} to converge as the reference did",
-                    lambda n=name, s=seen: _converged(cluster, n, expected, s),
-                    90,
-                )
-            except AssertionError:
-                raise AssertionError(
-                    f"point {point}: {seen} instead of {dict(expected[0])}, {expected[1]}"
-                ) from None
-            assert not orphans, f"point {point}: {orphans}"
-            assert max(shape.values()) == 1, f"point {point}: duplicates {shape}"
-        finally:
-            stop_operator(proc)
-        cluster.kubectl("delete", "specdeploy", name, "-n", "default", "--wait=false")
+                crashing.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                patch = json.dumps({"spec": {"adaptation": {"minRounds": 100 + nudge}}})
+                cluster.kubectl("patch", "specdeploy", name, "-n", "default", "--type=merge", "-p", patch)
+        assert crashing.returncode == -9, f"point {point}: the operator did not die at its write {point}"
+    finally:
+        if crashing.poll() is None:
+            stop_operator(crashing)
+    proc = _run_operator(cluster, log)
+    try:
+        seen: list[Any] = []
+        try:
+            shape, orphans = wait_for(
+                f"point {point}: {name} to converge as the reference did",
+                lambda: _converged(cluster, name, expected, seen),
+                90,
+            )
+        except AssertionError:
+            wanted = f"{dict(expected[0])}, {expected[1]}"
+            raise AssertionError(f"point {point}: {seen} instead of {wanted}") from None
+        assert not orphans, f"point {point}: {orphans}"
+        assert max(shape.values()) == 1, f"point {point}: duplicates {shape}"
+    finally:
+        stop_operator(proc)
+    cluster.kubectl("delete", "specdeploy", name, "-n", "default", "--wait=false")
