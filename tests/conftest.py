@@ -51,12 +51,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=_rank)  # stable: within a rank, the collection order
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    from xdist.scheduler import LoadScopeScheduling
+class _UnitsOfWork:
+    """xdist's scheduler hook, registered only where xdist is installed (the vLLM tier's venv lacks it)."""
 
-    class UnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            return unit_of(nodeid)
+    @staticmethod
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        from xdist.scheduler import LoadScopeScheduling
 
-    config.option.loadscopereorder = False  # keep HEAVY_FIRST's order, not "most tests first"
-    return UnitScheduling(config, log)
+        class UnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
+            def _split_scope(self, nodeid: str) -> str:
+                return unit_of(nodeid)
+
+        config.option.loadscopereorder = False  # keep HEAVY_FIRST's order, not "most tests first"
+        return UnitScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_UnitsOfWork(), "edgespec-units-of-work")
