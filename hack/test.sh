@@ -26,10 +26,18 @@ python hack/make_illustrative_profiles.py --check
 python -m edgespec_dev.locks check
 step "helm lint --strict"
 "$(python -m edgespec_dev.tools ensure helm | cut -d' ' -f2)" lint --strict charts/edgespec
-step "pytest"
-python -m pytest -p no:cacheprovider -ra --durations=25 --ignore=tests/vllm_engine --ignore=tests/e2e/test_scenario.py "$@"
-step "end-to-end tier (a real node, the images, the operator by Helm; docs/e2e.md)"
-source "$(dirname "$0")/e2e-tier.sh"
-step "vLLM tier (vLLM's CPU build in its own venv; docs/vllm.md)"
-bash hack/vllm/test.sh
+step "pytest (${EDGESPEC_TEST_WORKERS:=2} workers; tests/conftest.py says what runs beside what)"
+python -m pytest -p no:cacheprovider -ra --durations=25 -n "$EDGESPEC_TEST_WORKERS" \
+  --ignore=tests/vllm_engine --ignore=tests/e2e/test_scenario.py "$@"
+step "end-to-end tier (a real node, the images, the operator by Helm; docs/e2e.md) and, beside it, the vLLM tier (vLLM's CPU build in its own venv; docs/vllm.md, lines prefixed [vllm])"
+# The vLLM tier runs in the background while the end-to-end tier waits on pods and Jobs; its output
+# is prefixed so the two stay readable. Both must pass.
+bash hack/vllm/test.sh > >(sed -u 's/^/[vllm] /') 2>&1 &
+vllm_pid=$!
+trap 'kill "$vllm_pid" 2> /dev/null || true' EXIT
+# In a subshell: the tier's own EXIT trap (tearing its cluster down) then leaves this one's alone.
+(source "$(dirname "$0")/e2e-tier.sh")
+step "end-to-end tier passed; waiting for the vLLM tier"
+wait "$vllm_pid"
+trap - EXIT
 step "done"

@@ -469,6 +469,51 @@ class Scenario:
                     names[component] = exposition_names(reply.read().decode())
         return names
 
+    def verifier_pods(self) -> list[dict[str, Any]]:
+        pods = self.e2e.items(
+            "pods", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=verifier,{LABEL_INSTANCE}={self.name}"
+        )
+        return [p for p in pods if p["metadata"].get("deletionTimestamp") is None]
+
+    def scale_verifier(self, replicas: int, cpu_request: str) -> list[dict[str, Any]]:
+        """What a user of a small node does: a smaller CPU request per verifier (the node has two
+        cores), then ``kubectl scale`` (the scale subresource); waits for that many ready verifier
+        pods, none terminating, and phase Ready."""
+        patch = {"spec": {"verifier": {"resources": {"requests": {"cpu": cpu_request}}}}}
+        body = json.dumps(patch)
+        self.e2e.kubectl("patch", "specdeploy", self.name, "-n", NAMESPACE, "--type=merge", "-p", body)
+        self.e2e.kubectl("scale", "specdeploy", self.name, "-n", NAMESPACE, f"--replicas={replicas}")
+
+        def scaled() -> list[dict[str, Any]] | None:
+            every = self.e2e.items(
+                "pods", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=verifier,{LABEL_INSTANCE}={self.name}"
+            )
+            ready = [
+                p
+                for p in every
+                if p["metadata"].get("deletionTimestamp") is None
+                and p["spec"]["containers"][0]["resources"].get("requests", {}).get("cpu") == cpu_request
+                and all(c["ready"] for c in p["status"].get("containerStatuses", [{"ready": False}]))
+            ]
+            settled = len(every) == replicas and self.status().get("phase") == "Ready"
+            return ready if len(ready) == replicas and settled else None
+
+        return list(self._wait(f"{replicas} ready verifier pods", scaled, READY_TIMEOUT_S))
+
+    def verifier_counters(self) -> dict[str, dict[str, float]]:
+        """Per verifier pod: its rounds and the context tokens it computed, by kind (``prompt``,
+        ``reread``), read from the pod's own ``/metrics``."""
+        counters: dict[str, dict[str, float]] = {}
+        for pod in self.verifier_pods():
+            name = pod["metadata"]["name"]
+            with (
+                self.port_forward(f"pod/{name}", 8000) as local,
+                urllib.request.urlopen(f"http://127.0.0.1:{local}/metrics", timeout=30) as reply,
+            ):
+                text = reply.read().decode()
+            counters[name] = verifier_counters_of(text)
+        return counters
+
     # -- clients ------------------------------------------------------------------------------------
     def port_forward(self, target: str, port: int) -> contextlib.AbstractContextManager[int]:
         return port_forward(self.e2e.kubectl_path, self.e2e.kubeconfig, NAMESPACE, target, port)
@@ -490,3 +535,18 @@ class Scenario:
                 yield client
             finally:
                 client.close()
+
+
+def verifier_counters_of(exposition: str) -> dict[str, float]:
+    """``rounds`` and ``context_<kind>`` totals from a verifier's Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {"rounds": 0.0, "context_prompt": 0.0, "context_reread": 0.0}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "edgespec_verifier_rounds_total":
+                out["rounds"] += sample.value
+            elif sample.name == "edgespec_verifier_context_tokens_total":
+                key = f"context_{sample.labels.get('kind', '')}"
+                out[key] = out.get(key, 0.0) + sample.value
+    return out

@@ -20,13 +20,16 @@ through the steps a user depends on, each a test below, in order:
 6. the pod's telemetry reaches the operator;
 7. every metric the chart's dashboard queries is exposed by the real pods (draft server, verifier,
    operator);
-8. deleting the deployment leaves no pod and no running container on the node.
+8. with three verifier replicas (``kubectl scale``), concurrent sessions' rounds stay on one
+   replica: no verifier re-reads a context it should hold (the verifier's own counter);
+9. deleting the deployment leaves no pod and no running container on the node.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -162,6 +165,35 @@ def test_every_metric_the_dashboard_queries_is_exposed_by_the_real_pods(scenario
     assert missing == [], f"the dashboard queries metrics no running pod exposes: {missing}; exposed: {seen}"
     for component, names in exposed.items():
         assert any(n in used for n in names), f"the dashboard shows nothing of the {component}"
+
+
+def test_with_three_verifier_replicas_a_sessions_rounds_stay_on_one(scenario: Scenario) -> None:
+    """Concurrent sessions make the draft server open several connections to the verifier Service;
+    its ClientIP affinity sends all of them to one replica, so no round lands on a replica that must
+    re-read the session's context (docs/scaling.md)."""
+    scenario.wait_ready()
+    pods = scenario.scale_verifier(3, cpu_request="200m")
+    assert len({p["metadata"]["uid"] for p in pods}) == 3
+    before = scenario.verifier_counters()
+    with scenario.openai_client() as client, ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(
+            pool.map(
+                lambda prompt: client.completions.create(
+                    model=scenario.target_name, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0
+                ),
+                PROMPTS * 3,
+            )
+        )
+    for prompt, reply in zip(PROMPTS * 3, replies, strict=True):
+        assert reply.choices[0].text == reference_greedy(prompt, MAX_TOKENS), prompt
+    after = scenario.verifier_counters()
+    assert set(after) == set(before), (before, after)
+    delta = {pod: {k: after[pod][k] - before[pod].get(k, 0.0) for k in after[pod]} for pod in after}
+    busy = [pod for pod, d in delta.items() if d["rounds"] > 0]
+    print(f"verifier counters over the 9 sessions, per replica: {delta}")
+    assert len(busy) == 1, f"the sessions' rounds spread over {len(busy)} replicas: {delta}"
+    assert delta[busy[0]]["context_prompt"] > 0, delta  # the counter counts: every session read its prompt
+    assert sum(d["context_reread"] for d in delta.values()) == 0, f"contexts were re-read: {delta}"
 
 
 def test_delete_leaves_no_pod_or_container(scenario: Scenario) -> None:
