@@ -62,7 +62,9 @@ def venv_dir(cache: Path | None = None) -> Path:
 
 def _run(step: str, command: list[str], env: dict[str, str] | None = None) -> None:
     _say(f"{step}: {' '.join(command[:6])}{' ...' if len(command) > 6 else ''}")
-    result = subprocess.run(command, env=env, check=False)
+    # Their output goes to stderr: stdout carries only the assignments `main` prints, which
+    # hack/vllm/test.sh evaluates (the import check's "vllm 0.32.0" there ran as a command).
+    result = subprocess.run(command, env=env, check=False, stdout=sys.stderr)
     if result.returncode != 0:
         raise RuntimeError(f"vLLM environment: {step} failed (exit {result.returncode}): {command}")
 
