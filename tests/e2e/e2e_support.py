@@ -438,9 +438,7 @@ class Scenario:
         port-forward``: the draft server, the verifier and every ready operator replica (Prometheus
         scrapes the standby too, so its answer must be a valid exposition as well)."""
         draft = self.draft_pod()["metadata"]["name"]
-        verifier = self.e2e.items(
-            "pods", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=verifier,{LABEL_INSTANCE}={self.name}"
-        )
+        verifier = self.verifier_pods(terminating=True)
         operators = [
             p
             for p in self.e2e.items("pods", "-A", "-l", f"{LABEL_COMPONENT}=operator")
@@ -469,11 +467,12 @@ class Scenario:
                     names[component] = exposition_names(reply.read().decode())
         return names
 
-    def verifier_pods(self) -> list[dict[str, Any]]:
+    def verifier_pods(self, terminating: bool = False) -> list[dict[str, Any]]:
+        """The deployment's verifier pods; those terminating too with ``terminating``."""
         pods = self.e2e.items(
             "pods", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=verifier,{LABEL_INSTANCE}={self.name}"
         )
-        return [p for p in pods if p["metadata"].get("deletionTimestamp") is None]
+        return [p for p in pods if terminating or p["metadata"].get("deletionTimestamp") is None]
 
     def scale_verifier(self, replicas: int, cpu_request: str) -> list[dict[str, Any]]:
         """What a user of a small node does: a smaller CPU request per verifier (the node has two
@@ -485,9 +484,7 @@ class Scenario:
         self.e2e.kubectl("scale", "specdeploy", self.name, "-n", NAMESPACE, f"--replicas={replicas}")
 
         def scaled() -> list[dict[str, Any]] | None:
-            every = self.e2e.items(
-                "pods", "-n", NAMESPACE, "-l", f"{LABEL_COMPONENT}=verifier,{LABEL_INSTANCE}={self.name}"
-            )
+            every = self.verifier_pods(terminating=True)
             ready = [
                 p
                 for p in every
