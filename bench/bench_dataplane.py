@@ -4,29 +4,31 @@
 
 Runs the verifier (llama.cpp engine, exact mode) as a subprocess on loopback and, between edge and
 verifier, a toxiproxy (built from its Go module by ``edgespec_dev.tools``) adding half the round trip
-in each direction. Per draft: first the profiler's own measurements at loopback (v_d drafting in the
-loop, alpha(K) and T_verify(K) against the live verifier, and the draft's decode speed alone), then the
-real draft-verify loop at each RTT and K. Measured goodput is steady state, over the rounds that
-drafted all K (``steady_state``: not each prompt's first round, nor its last rounds, cut short by the
-token limit; the whole generation after its first round is kept beside it). Beside it, ConfigSpec's
-prediction G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT + o) from the profile
-(``edgespec.configspec.metrics``), its error, and the loop's efficiency: measured goodput over the
-analytical bound, the same formula with the profile's v_d and that run's own alpha and mean verify
-round trip (what a loop with no cost of its own would reach); also against the draft's decode speed
-alone, which charges the loop its re-reads. Finally the per-call overhead of a verify round trip on
-loopback (edge-side round trip minus verifier-side time). Writes JSON, with every round of the
-profile and of the runs (``ROUND_FIELDS``) so the model can be checked again offline; ``--markdown``
-prints the goodput table, ``--write-docs`` rewrites the data-plane section of docs/benchmarks.md, and
-``--from-json`` does both from a recorded JSON (summary recomputed) without measuring anything.
-``--reprofile`` profiles each draft again before each RTT's runs, so a prediction is never older than
-one RTT's runs of one draft.
+in each direction (a proxy per RTT). Per draft: first the profiler as it runs on a device
+(``measure_draft`` on loopback: the draft's decode speed alone, v_d drafting in the loop, alpha(K) and
+T_verify(K) against the live verifier, the target alone), the profile *before* the runs. Then the
+interleaved passes (``interleaved_passes``): for each prompt and K, one generation of a loopback
+profile pass and one of the real draft-verify loop at each RTT, one after another in a rotated order,
+so that profile and runs sample the same stretch of the machine's time; the profile read from that
+loopback pass exactly as the profiler reads its rounds (``profile_from_rounds``) predicts the runs.
+Measured goodput is steady state, over the rounds that drafted all K (``steady_state``: not each
+prompt's first round, nor its last rounds, cut short by the token limit; the whole generation after its
+first round is kept beside it). Beside it, ConfigSpec's prediction G = (K alpha + 1) / (K / v_d +
+T_verify(K) + RTT + o) from the interleaved profile (``edgespec.configspec.metrics``) and from the
+profile before, their errors, and the loop's efficiency: measured goodput over the analytical bound,
+the same formula with the profile's v_d and that run's own alpha and mean verify round trip (what a
+loop with no cost of its own would reach); also against the draft's decode speed alone, which charges
+the loop its re-reads. Finally the per-call overhead of a verify round trip on loopback (edge-side
+round trip minus verifier-side time). Writes JSON, with every round of the profiles and of the runs
+(``ROUND_FIELDS``) so the model can be checked again offline; ``--markdown`` prints the goodput table,
+``--write-docs`` rewrites the data-plane section of docs/benchmarks.md, and ``--from-json`` does both
+from a recorded JSON (summary recomputed) without measuring anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -55,6 +57,7 @@ from edgespec_edge.profiler import (
     measure_acceptance,
     measure_draft,
     measure_target_decode,
+    profile_from_rounds,
 )
 
 
@@ -81,28 +84,47 @@ def wait_http(url: str, timeout_s: float = 120.0) -> None:
 
 
 class Toxiproxy:
-    """A toxiproxy server with one proxy to the verifier; latency toxics set per RTT."""
+    """A toxiproxy server with one proxy to the verifier per emulated RTT, each with its latency toxics
+    (half the RTT in each direction), so runs at different RTTs can follow one another freely."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, rtts_ms: list[float]) -> None:
         from edgespec_dev.tools import ensure as ensure_tool
 
-        self.api_port, self.listen_port = free_port(), free_port()
+        self.api_port = free_port()
+        self.listen_ports: dict[float, int] = {}
         binary = ensure_tool("toxiproxy-server")
         self.process = subprocess.Popen(
             [str(binary), "-host", "127.0.0.1", "-port", str(self.api_port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_http(f"http://127.0.0.1:{self.api_port}/version", 30)
-        self._call(
-            "POST",
-            "/proxies",
-            {
-                "name": "verifier",
-                "listen": f"127.0.0.1:{self.listen_port}",
-                "upstream": f"127.0.0.1:{upstream_port}",
-            },
-        )
+        try:
+            wait_http(f"http://127.0.0.1:{self.api_port}/version", 30)
+            for rtt_ms in rtts_ms:
+                if rtt_ms <= 0 or rtt_ms in self.listen_ports:
+                    continue
+                port = free_port()
+                name = f"verifier-{rtt_ms:g}ms"
+                self._call(
+                    "POST",
+                    "/proxies",
+                    {"name": name, "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{upstream_port}"},
+                )
+                for stream in ("upstream", "downstream"):
+                    self._call(
+                        "POST",
+                        f"/proxies/{name}/toxics",
+                        {
+                            "name": f"latency_{stream}",
+                            "type": "latency",
+                            "stream": stream,
+                            "attributes": {"latency": int(rtt_ms / 2), "jitter": 0},
+                        },
+                    )
+                self.listen_ports[rtt_ms] = port
+        except BaseException:
+            self.close()
+            raise
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
         data = json.dumps(body).encode() if body is not None else None
@@ -115,36 +137,52 @@ class Toxiproxy:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
-    def set_rtt(self, rtt_ms: float) -> None:
-        for stream in ("upstream", "downstream"):
-            with contextlib.suppress(OSError):
-                self._call("DELETE", f"/proxies/verifier/toxics/latency_{stream}")
-            if rtt_ms > 0:
-                self._call(
-                    "POST",
-                    "/proxies/verifier/toxics",
-                    {
-                        "name": f"latency_{stream}",
-                        "type": "latency",
-                        "stream": stream,
-                        "attributes": {"latency": int(rtt_ms / 2), "jitter": 0},
-                    },
-                )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listen_port}"
+    def url(self, rtt_ms: float) -> str:
+        return f"http://127.0.0.1:{self.listen_ports[rtt_ms]}"
 
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(10)
 
 
-async def run_loop(
-    drafter: Drafter, client: VerifierClient, prompts: list[str], k: int, tokens: int
-) -> GenerationStats:
-    """The loop over the prompts; totals exclude each prompt's first round (TTFT), as G(K) is steady state."""
-    return await measure_acceptance(drafter, client, prompts, k, tokens, steady_state=True)
+def rotated(items: list[Any], by: int) -> list[Any]:
+    """``items`` starting at position ``by`` (mod its length), wrapping around."""
+    start = by % len(items) if items else 0
+    return items[start:] + items[:start]
+
+
+PROFILE_PASS = "profile"
+"""The name of the loopback pass whose rounds make the interleaved profile."""
+
+
+async def interleaved_passes(
+    drafter: Drafter,
+    clients: dict[str, VerifierClient],
+    prompts: list[str],
+    ks: list[int],
+    tokens: int,
+) -> dict[str, dict[int, GenerationStats]]:
+    """Every pass (a name per client: the loopback profile pass, a run per RTT) over every prompt and
+    K, interleaved: for each prompt, for each K, one generation of each pass, one after another, so
+    each (pass, K) cell's rounds are spread over the same stretch of time as every other cell's and a
+    drift of the machine's speed reaches profile and runs alike. The order of the K and of the passes
+    is rotated per prompt (and per K), so no pass always runs first or last. Steady state as
+    ``measure_acceptance(steady_state=True)`` keeps it (each prompt's first round left out), summed
+    over the prompts per cell."""
+    names = list(clients)
+    cells = {name: {k: GenerationStats() for k in ks} for name in names}
+    for i, prompt in enumerate(prompts):
+        for j, k in enumerate(rotated(ks, i)):
+            for name in rotated(names, i + j):
+                stats = await measure_acceptance(
+                    drafter, clients[name], [prompt], k, tokens, steady_state=True
+                )
+                cell = cells[name][k]
+                cell.rounds.extend(stats.rounds)
+                cell.completion_tokens += stats.completion_tokens
+                cell.elapsed_s += stats.elapsed_s
+        log(f"interleaved passes: prompt {i + 1}/{len(prompts)} done")
+    return cells
 
 
 ROUND_FIELDS = ("drafted", "accepted", "draft_s", "round_trip_s", "verify_s")
@@ -203,6 +241,25 @@ async def profile_inputs(
         "alpha": {p.k: p.alpha for p in spec.acceptance},
         "t_verify_s": {p.k: p.seconds for p in spec.verify_latency.measured},
         "profile_rounds": {k: round_records(measured.rounds.get(k, [])) for k in args.k},
+        "interleaved": False,
+    }
+
+
+def interleaved_profile(steady: dict[int, GenerationStats], before: dict[str, Any]) -> dict[str, Any]:
+    """The profile read from the interleaved loopback pass exactly as the profiler reads its own rounds
+    (``profile_from_rounds``); decoding alone and the target alone are not measured again (the
+    profile taken before has them)."""
+    loop = profile_from_rounds(steady)
+    return {
+        "v_d": loop.v_d if loop.v_d > 0 else loop.plain_v_d,
+        "plain_v_d": loop.plain_v_d,
+        "round_overhead_s": loop.round_overhead_s,
+        "target_decode": before["target_decode"],
+        "decode_tokens_per_s": before["decode_tokens_per_s"],
+        "alpha": dict(loop.alpha),
+        "t_verify_s": dict(loop.t_verify_s),
+        "profile_rounds": {k: round_records(stats.rounds) for k, stats in steady.items()},
+        "interleaved": True,
     }
 
 
@@ -310,18 +367,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         direct = f"http://127.0.0.1:{port}"
         try:
-            proxy = Toxiproxy(port)
+            proxy = Toxiproxy(port, args.rtt)
         except Exception as exc:  # no Go toolchain: loopback only
             log(f"toxiproxy unavailable ({exc}); measuring RTT 0 only")
+        rtts = args.rtt if proxy else [0]
+
+        def url_at(rtt: float) -> str:
+            return direct if rtt == 0 or proxy is None else proxy.url(rtt)
+
         prompts = load_prompts(limit=args.prompts)
         catalog = builtin_catalog()
         result: dict[str, Any] = {
             "prompts": len(prompts),
             "tokens_per_prompt": args.tokens,
             "threads": args.threads,
-            "rtts_ms": args.rtt if proxy else [0],
+            "rtts_ms": rtts,
             "ks": args.k,
-            "reprofile": args.reprofile,
+            "interleaved": True,
             "drafts": [],
             "target_alone": {},
             "no_extra_buffers": args.no_extra_buffers,
@@ -334,115 +396,49 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             entry = catalog.get(name)
             path = ensure(name)
             draft = DraftUnderTest(name, entry.quantization, path)
-            profiles = [await profile_inputs(draft, direct, token, prompts, args)]
+            before = await profile_inputs(draft, direct, token, prompts, args)
+            runtime = LlamaRuntime(path, n_ctx=2048, n_threads=args.threads)
+            drafter = Drafter(runtime, 1)
+            clients = {PROFILE_PASS: VerifierClient(direct, token)} | {
+                f"{rtt:g}": VerifierClient(url_at(rtt), token) for rtt in rtts
+            }
+            try:
+                cells = await interleaved_passes(drafter, clients, prompts, args.k, args.tokens)
+            finally:
+                for client in clients.values():
+                    await client.close()
+                drafter.close()
+                runtime.close()
+            profile = interleaved_profile(cells[PROFILE_PASS], before)
+            profiles = [before, profile]
             row: dict[str, Any] = {
                 "draft": name,
                 "quantization": entry.quantization,
                 "size_bytes": path.stat().st_size,
-                # the first profile (every one, with its rounds, is in "profiles")
-                **{key: value for key, value in profiles[0].items() if key != "profile_rounds"},
+                # the profile the runs are predicted from (both, with their rounds, are in "profiles")
+                **{key: value for key, value in profile.items() if key != "profile_rounds"},
                 "round_fields": list(ROUND_FIELDS),
                 "profiles": profiles,
                 "runs": [],
             }
-            runtime = LlamaRuntime(path, n_ctx=2048, n_threads=args.threads)
-            drafter = Drafter(runtime, 1)
-            try:
-                for index, rtt in enumerate(result["rtts_ms"]):
-                    if index and args.reprofile:
-                        profiles.append(await profile_inputs(draft, direct, token, prompts, args))
-                    profile = profiles[-1]
-                    decode_alone, plain_v_d = profile["decode_tokens_per_s"], profile["plain_v_d"]
-                    v_d, overhead_s = profile["v_d"], profile["round_overhead_s"]
-                    alpha, t_verify = profile["alpha"], profile["t_verify_s"]
-                    profile_full = {
-                        k: full_rounds(recorded_rounds(profile["profile_rounds"][k], k), k) for k in args.k
-                    }
-                    url = direct if rtt == 0 or proxy is None else proxy.url
-                    if proxy is not None and rtt:
-                        proxy.set_rtt(rtt)
-                    client = VerifierClient(url, token)
-                    try:
-                        for k in args.k:
-                            stats = await run_loop(drafter, client, prompts, k, args.tokens)
-                            other_s = (
-                                stats.elapsed_s - sum(r.draft_s + r.round_trip_s for r in stats.rounds)
-                            ) / len(stats.rounds)
-                            steady = steady_state(stats.rounds, k, other_s)
-                            measured = steady["goodput"]
-                            whole = stats.completion_tokens / stats.elapsed_s
-                            predicted = goodput(k, alpha[k], v_d, t_verify[k] + rtt / 1e3, overhead_s)
-                            predicted_plain = goodput(k, alpha[k], plain_v_d, t_verify[k] + rtt / 1e3)
-                            bound = goodput(k, steady["alpha"], v_d, steady["mean_round_trip_s"])
-                            bound_alone = goodput(
-                                k, steady["alpha"], decode_alone, steady["mean_round_trip_s"]
-                            )
-                            reference = profile_full[k]
-                            run = {
-                                "rtt_ms": rtt,
-                                "k": k,
-                                "profile": len(profiles) - 1,
-                                "goodput": measured,
-                                "predicted": predicted,
-                                "prediction_error": (predicted - measured) / measured,
-                                "predicted_without_overhead": predicted_plain,
-                                "prediction_error_without_overhead": (predicted_plain - measured) / measured,
-                                "goodput_whole": whole,
-                                "prediction_error_whole": (predicted - whole) / whole,
-                                "bound": bound,
-                                "efficiency": measured / bound,
-                                "efficiency_vs_decode_alone": measured / bound_alone,
-                                "alpha": steady["alpha"],
-                                "rounds": steady["rounds"],
-                                "mean_round_trip_s": steady["mean_round_trip_s"],
-                                "mean_draft_s": steady["mean_draft_s"],
-                                "verify_s_vs_profile": steady["mean_verify_s"]
-                                / statistics.mean(r.verify_s for r in reference)
-                                if reference
-                                else None,
-                                "draft_s_vs_profile": steady["mean_draft_s"]
-                                / statistics.mean(r.draft_s for r in reference)
-                                if reference
-                                else None,
-                                "alpha_whole": stats.accepted / stats.drafted if stats.drafted else 0.0,
-                                "rounds_whole": len(stats.rounds),
-                                "drafted_per_round_whole": stats.drafted / len(stats.rounds),
-                                "draft_s_per_token": sum(r.draft_s for r in stats.rounds) / stats.drafted,
-                                "loop_other_s_per_round": other_s,
-                                "round_trip_minus_verify_s": statistics.median(
-                                    r.round_trip_s - r.verify_s for r in stats.rounds
-                                ),
-                                "round_trip_minus_verify_mean_s": statistics.mean(
-                                    r.round_trip_s - r.verify_s for r in stats.rounds
-                                ),
-                                "round_records": round_records(stats.rounds),
-                            }
-                            row["runs"].append(run)
-                            log(
-                                f"{name} RTT={rtt}ms K={k}: {measured:.1f} tok/s (predicted {predicted:.1f}, "
-                                f"bound {bound:.1f}, efficiency {run['efficiency']:.2f})"
-                            )
-                    finally:
-                        await client.close()
-                    if proxy is not None:
-                        proxy.set_rtt(0)
-            finally:
-                drafter.close()
-                runtime.close()
+            for rtt in rtts:
+                for k in args.k:
+                    run = run_record(cells[f"{rtt:g}"][k], k, rtt, profiles, 1)
+                    row["runs"].append(run)
+                    log(
+                        f"{name} RTT={rtt}ms K={k}: {run['goodput']:.1f} tok/s (predicted "
+                        f"{run['predicted']:.1f}, from the profile before {run['predicted_before']:.1f}; "
+                        f"efficiency {run['efficiency']:.2f})"
+                    )
             result["drafts"].append(row)
         tokenize = LlamaRuntime(ensure(args.draft[0]), n_ctx=2048, n_threads=1)
         try:
             prompt_ids = [tokenize.tokenize(p) for p in prompts]
         finally:
             tokenize.close()
-        for rtt in result["rtts_ms"]:  # the target alone at every RTT, in the same run
-            if proxy is not None and rtt:
-                proxy.set_rtt(rtt)
-            url = direct if rtt == 0 or proxy is None else proxy.url
-            result["target_alone"][str(rtt)] = await target_alone(url, token, prompt_ids, args.tokens)
+        for rtt in rtts:  # the target alone at every RTT, in the same run
+            result["target_alone"][str(rtt)] = await target_alone(url_at(rtt), token, prompt_ids, args.tokens)
             log(f"target alone RTT={rtt}ms: {result['target_alone'][str(rtt)]}")
-            if proxy is not None:
-                proxy.set_rtt(0)
         result["no_speculation"] = no_speculation_table(result)
         result["summary"] = summarise(result)
         return result
@@ -451,6 +447,90 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             proxy.close()
         verifier.terminate()
         verifier.wait(30)
+
+
+ERROR_PARTS = {
+    "tokens": "committed tokens per round, K alpha(K) + 1 against the run's",
+    "edge_s": "edge time per round, K / v_d + o against the run's drafting and loop time",
+    "verify_s": "the verifier's time: the profile's T_verify(K) (a loopback round trip, so it includes "
+    "the loopback network part) against the run's verifier-side time",
+    "link_s": "the network: the emulated RTT against the run's round trip minus its verifier-side time",
+}
+"""The error split: tokens as a relative difference, times as (predicted - measured) over the measured
+round; prediction / measured = (1 + tokens) / (1 + edge_s + verify_s + link_s) exactly, so a positive
+time part (the model charged more time than the run took) pulls the prediction down."""
+
+
+def run_record(
+    stats: GenerationStats, k: int, rtt: float, profiles: list[dict[str, Any]], index: int
+) -> dict[str, Any]:
+    """One (RTT, K) cell: its steady goodput against the prediction from ``profiles[index]`` (and,
+    beside it, from ``profiles[0]``, the profile taken before every run), with every round."""
+    profile, before = profiles[index], profiles[0]
+    other_s = (stats.elapsed_s - sum(r.draft_s + r.round_trip_s for r in stats.rounds)) / len(stats.rounds)
+    steady = steady_state(stats.rounds, k, other_s)
+    measured = steady["goodput"]
+    whole = stats.completion_tokens / stats.elapsed_s
+
+    def predict(p: dict[str, Any], plain: bool = False) -> float:
+        if plain:
+            return goodput(k, p["alpha"][k], p["plain_v_d"], p["t_verify_s"][k] + rtt / 1e3)
+        return goodput(k, p["alpha"][k], p["v_d"], p["t_verify_s"][k] + rtt / 1e3, p["round_overhead_s"])
+
+    def versus(p: dict[str, Any], field: str) -> float | None:
+        """The run's mean ``field`` over its rounds of K drafts against the profile's."""
+        reference = full_rounds(recorded_rounds(p["profile_rounds"][k], k), k)
+        if not reference:
+            return None
+        mine = statistics.mean(float(getattr(r, field)) for r in full_rounds(stats.rounds, k))
+        return mine / statistics.mean(float(getattr(r, field)) for r in reference)
+
+    predicted, predicted_plain, predicted_before = predict(profile), predict(profile, True), predict(before)
+    full = full_rounds(stats.rounds, k)
+    measured_round_s = steady["mean_draft_s"] + steady["mean_round_trip_s"] + other_s
+    parts = {  # where the prediction differs, as shares of the measured round (see ERROR_PARTS)
+        "tokens": (k * profile["alpha"][k] + 1) / (sum(r.accepted + 1 for r in full) / len(full)) - 1,
+        "edge_s": (k / profile["v_d"] + profile["round_overhead_s"] - steady["mean_draft_s"] - other_s)
+        / measured_round_s,
+        "verify_s": (profile["t_verify_s"][k] - statistics.mean(r.verify_s for r in full)) / measured_round_s,
+        "link_s": (rtt / 1e3 - statistics.mean(r.round_trip_s - r.verify_s for r in full)) / measured_round_s,
+    }
+    bound = goodput(k, steady["alpha"], profile["v_d"], steady["mean_round_trip_s"])
+    bound_alone = goodput(k, steady["alpha"], profile["decode_tokens_per_s"], steady["mean_round_trip_s"])
+    return {
+        "rtt_ms": rtt,
+        "k": k,
+        "profile": index,
+        "goodput": measured,
+        "predicted": predicted,
+        "prediction_error": (predicted - measured) / measured,
+        "predicted_without_overhead": predicted_plain,
+        "prediction_error_without_overhead": (predicted_plain - measured) / measured,
+        "predicted_before": predicted_before,
+        "prediction_error_before": (predicted_before - measured) / measured,
+        "goodput_whole": whole,
+        "prediction_error_whole": (predicted - whole) / whole,
+        "error_parts": parts,
+        "bound": bound,
+        "efficiency": measured / bound,
+        "efficiency_vs_decode_alone": measured / bound_alone,
+        "alpha": steady["alpha"],
+        "rounds": steady["rounds"],
+        "mean_round_trip_s": steady["mean_round_trip_s"],
+        "mean_draft_s": steady["mean_draft_s"],
+        "verify_s_vs_profile": versus(profile, "verify_s"),
+        "draft_s_vs_profile": versus(profile, "draft_s"),
+        "verify_s_vs_before": versus(before, "verify_s"),
+        "draft_s_vs_before": versus(before, "draft_s"),
+        "alpha_whole": stats.accepted / stats.drafted if stats.drafted else 0.0,
+        "rounds_whole": len(stats.rounds),
+        "drafted_per_round_whole": stats.drafted / len(stats.rounds),
+        "draft_s_per_token": sum(r.draft_s for r in stats.rounds) / stats.drafted,
+        "loop_other_s_per_round": other_s,
+        "round_trip_minus_verify_s": statistics.median(r.round_trip_s - r.verify_s for r in stats.rounds),
+        "round_trip_minus_verify_mean_s": statistics.mean(r.round_trip_s - r.verify_s for r in stats.rounds),
+        "round_records": round_records(stats.rounds),
+    }
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
@@ -463,7 +543,20 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     def by_k(key: str) -> dict[int, float]:
         return {k: statistics.median(abs(r[key]) for r in runs if r["k"] == k) for k in result["ks"]}
 
-    drift = [r["verify_s_vs_profile"] for r in runs if r.get("verify_s_vs_profile")]
+    def span(key: str) -> list[float] | None:
+        values = [r[key] for r in runs if r.get(key)]
+        return [min(values), max(values)] if values else None
+
+    def parts_by_k() -> dict[int, dict[str, float]]:
+        return {
+            k: {
+                part: statistics.median(r["error_parts"][part] for r in runs if r["k"] == k)
+                for part in ERROR_PARTS
+            }
+            for k in result["ks"]
+        }
+
+    before = all("prediction_error_before" in r for r in runs)
     return {
         "median_abs_prediction_error": statistics.median(errors),
         "max_abs_prediction_error": max(errors),
@@ -474,7 +567,12 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "median_abs_error_by_k": by_k("prediction_error"),
         "median_abs_error_by_k_without_overhead": by_k("prediction_error_without_overhead"),
         "median_abs_error_by_k_whole": by_k("prediction_error_whole"),
-        "verify_s_vs_profile_range": [min(drift), max(drift)] if drift else None,
+        "median_abs_error_by_k_before": by_k("prediction_error_before") if before else None,
+        "verify_s_vs_profile_range": span("verify_s_vs_profile"),
+        "draft_s_vs_profile_range": span("draft_s_vs_profile"),
+        "verify_s_vs_before_range": span("verify_s_vs_before"),
+        "draft_s_vs_before_range": span("draft_s_vs_before"),
+        "error_parts_by_k": parts_by_k() if all("error_parts" in r for r in runs) else None,
         "error_by_k_readings": error_by_k_readings(result),
         "in_loop_overhead_ms": statistics.median(
             r["round_trip_minus_verify_s"] for r in runs if r["rtt_ms"] == 0
@@ -636,20 +734,30 @@ def cpu_seconds() -> tuple[float, float, float]:
 
 
 def profile_table(result: dict[str, Any]) -> str:
+    """The profiles per draft: the one the runs are predicted from and, for an interleaved run, the one
+    taken before the runs beside it."""
     ks = result["ks"]
     lines = [
-        "| draft | quant | v_d in the loop tok/s | decoding alone tok/s | "
+        "| draft | quant | profile | v_d in the loop tok/s | overhead o ms | decoding alone tok/s | "
         + " | ".join(f"alpha({k})" for k in ks)
         + f" | T_verify({'/'.join(map(str, ks))}) ms |",
-        "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | --- |",
+        "| --- | --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in ks) + " | --- |",
     ]
     for draft in result["drafts"]:
-        alphas = " | ".join(f"{draft['alpha'][k]:.2f}" for k in ks)
-        t_verify = " / ".join(f"{draft['t_verify_s'][k] * 1e3:.0f}" for k in ks)
-        lines.append(
-            f"| {draft['draft']} | {draft['quantization']} | {draft['v_d']:.1f} | "
-            f"{draft['decode_tokens_per_s']:.1f} | {alphas} | {t_verify} |"
+        profiles = draft.get("profiles") or [draft]
+        shown = (
+            [("interleaved (predicts)", profiles[-1]), ("before the runs", profiles[0])]
+            if result.get("interleaved")
+            else [("first", draft)]
         )
+        for label, profile in shown:
+            alphas = " | ".join(f"{profile['alpha'][k]:.2f}" for k in ks)
+            t_verify = " / ".join(f"{profile['t_verify_s'][k] * 1e3:.0f}" for k in ks)
+            lines.append(
+                f"| {draft['draft']} | {draft['quantization']} | {label} | {profile['v_d']:.1f} | "
+                f"{profile['round_overhead_s'] * 1e3:.2f} | {profile['decode_tokens_per_s']:.1f} | "
+                f"{alphas} | {t_verify} |"
+            )
     return "\n".join(lines)
 
 
@@ -661,7 +769,6 @@ def docs_section(result: dict[str, Any]) -> str:
     every_cell = summary["min_efficiency"] >= 0.90
     calls_met = overhead["median_ms"] < 1.0
     in_loop_met = summary["in_loop_overhead_ms"] < 1.0
-    by_k_met = all(v <= 0.05 for v in summary["median_abs_error_by_k"].values())
     return "\n".join(
         [
             "## Data plane: goodput per (draft, K) over an emulated edge-cloud round trip",
@@ -687,15 +794,31 @@ def docs_section(result: dict[str, Any]) -> str:
             "toxiproxy (built from its Go module by `edgespec_dev.tools`) adding half the round trip in each "
             "direction (this kernel has no netem); RTT 0 is a direct loopback connection. Greedy, the first "
             f"{result['prompts']} prompts of the project's set, {result['tokens_per_prompt']} tokens each. "
-            "First, per draft, the profiler (`edgespec_edge.profiler.measure_draft`) measures on loopback, "
-            "before and apart from the goodput runs: v_d (drafted tokens over drafting time in its own loop "
-            "runs), alpha(K) and T_verify(K) (median verify round trip), from steady-state rounds of K "
-            "drafts"
             + (
-                "; with `--reprofile`, again before each RTT's runs, and each run is predicted from the "
-                "profile just before it (the profile table shows the first). "
-                if result.get("reprofile")
-                else ". "
+                "First, per draft, the profiler as a device runs it (`edgespec_edge.profiler.measure_draft`, "
+                "on loopback): v_d (drafted tokens over drafting time in its own loop runs), alpha(K) and "
+                "T_verify(K) (median verify round trip), from steady-state rounds of K drafts, and the target"
+                " alone: the profile *before* the runs. Then the runs, **interleaved** with a second loopback"
+                " profile pass (`interleaved_passes`): for each prompt and each K, one generation of the "
+                "profile pass and one at each RTT, one after another, the order rotated per prompt and K; the"
+                " profile read from that pass exactly as the profiler reads its rounds "
+                "(`edgespec_edge.profiler.profile_from_rounds`) predicts the runs. Profile and runs so sample"
+                " the same minutes of the machine: on this VM its speed drifts within minutes (the "
+                "verifier's own time per round; see the drift below), which a profile taken before "
+                "cannot know, and which says nothing about the model. The same prompts in profile and runs: "
+                "greedy acceptance is deterministic, so alpha(K) matches by construction, and this checks the"
+                " timing model (drafting line, T_verify(K), additive RTT, per-round overhead), not acceptance"
+                " on unseen text. "
+                if result.get("interleaved")
+                else "First, per draft, the profiler (`edgespec_edge.profiler.measure_draft`) measures on "
+                "loopback, before and apart from the goodput runs: v_d, alpha(K) and T_verify(K) from "
+                "steady-state rounds of K drafts"
+                + (
+                    "; with `--reprofile`, again before each RTT's runs, and each run is predicted from the "
+                    "profile just before it (the profile table shows the first). "
+                    if result.get("reprofile")
+                    else ". "
+                )
             )
             + "**goodput** is steady state, the rounds G(K) describes: the committed tokens of the rounds "
             "that drafted all K over those rounds' time (drafting, verify round trip, the loop's own "
@@ -705,7 +828,13 @@ def docs_section(result: dict[str, Any]) -> str:
             "included. "
             "**predicted** is ConfigSpec's G = (K alpha + 1) / (K / v_d + T_verify(K) + RTT + o) "
             "(`edgespec.configspec.metrics.goodput_tokens_per_s`) from that profile plus the emulated RTT; "
-            "**error** = (predicted - measured) / measured. **bound** is the same formula with the profile's "
+            "**error** = (predicted - measured) / measured"
+            + (
+                "; **error, profile before** the same from the profile taken before the runs. "
+                if result.get("interleaved")
+                else ". "
+            )
+            + "**bound** is the same formula with the profile's "
             "v_d and the run's own alpha and mean verify round trip (rounds of K drafts): what a loop with "
             "no cost of its own would reach; **efficiency** = measured / bound. Every round's drafted and "
             "accepted tokens and times, of the profile and of each run, are in the JSON.",
@@ -746,8 +875,22 @@ def docs_section(result: dict[str, Any]) -> str:
             "",
             error_by_k_table(result),
             "",
-            f"With the overhead term every K is within 5%: **{'met' if by_k_met else 'not met'}**."
-            + drift_sentence(summary),
+            by_k_sentence(summary, result["ks"]) + drift_sentence(summary),
+            *(
+                [
+                    "",
+                    "Where the error comes from, by K (median over the cells of that K, signed; tokens as "
+                    "the predicted committed tokens per round over the run's, each time as predicted minus "
+                    "measured over the run's measured round, so prediction / measured = (1 + tokens) / "
+                    "(1 + the three times); the verifier time is the profile's loopback round trip against "
+                    "the run's verifier-side time, so the loopback's ~1 ms is in it and taken back in the "
+                    "network column):",
+                    "",
+                    error_parts_table(result),
+                ]
+                if summary.get("error_parts_by_k")
+                else []
+            ),
             *(
                 [
                     "",
@@ -784,30 +927,83 @@ def docs_section(result: dict[str, Any]) -> str:
 
 def error_by_k_table(result: dict[str, Any]) -> str:
     summary = result["summary"]
+    before = summary.get("median_abs_error_by_k_before")
     lines = [
-        "| K | without the overhead term | with it | with it, whole generation (short rounds included) |",
-        "| ---: | ---: | ---: | ---: |",
+        "| K | without the overhead term | with it | with it, whole generation (short rounds included) "
+        + ("| with it, from the profile taken before the runs " if before else "")
+        + "|",
+        "| ---: | ---: | ---: | ---: |" + (" ---: |" if before else ""),
     ]
     for k in result["ks"]:
-        before = summary["median_abs_error_by_k_without_overhead"][k]
+        without = summary["median_abs_error_by_k_without_overhead"][k]
         after = summary["median_abs_error_by_k"][k]
         whole = summary["median_abs_error_by_k_whole"][k]
-        lines.append(f"| {k} | {before * 100:.1f}% | {after * 100:.1f}% | {whole * 100:.1f}% |")
+        lines.append(
+            f"| {k} | {without * 100:.1f}% | {after * 100:.1f}% | {whole * 100:.1f}% |"
+            + (f" {before[k] * 100:.1f}% |" if before else "")
+        )
     return "\n".join(lines)
+
+
+def error_parts_table(result: dict[str, Any]) -> str:
+    """``error_parts_by_k`` as Markdown: the median of each part of the error over the cells of a K."""
+    parts = result["summary"].get("error_parts_by_k")
+    if not parts:
+        return ""
+    lines = [
+        "| K | tokens per round | edge time (drafting, overhead) | verifier time | network |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for k in result["ks"]:
+        cells = " | ".join(f"{parts[k][part] * 100:+.1f}%" for part in ERROR_PARTS)
+        lines.append(f"| {k} | {cells} |")
+    return "\n".join(lines)
+
+
+def by_k_sentence(summary: dict[str, Any], ks: list[int]) -> str:
+    """Whether every K is within 5% with the overhead term, with the numbers."""
+    by_k = summary["median_abs_error_by_k"]
+    met = all(by_k[k] <= 0.05 for k in ks)
+    numbers = ", ".join(f"{by_k[k] * 100:.1f}%" for k in ks)
+    text = (
+        f"With the overhead term every K is within 5%: **{'met' if met else 'not met'}** ({numbers} at "
+        f"K = {', '.join(map(str, ks))}"
+        + ("" if met else "; over 5%: " + ", ".join(f"K={k}" for k in ks if by_k[k] > 0.05))
+        + ")."
+    )
+    before = summary.get("median_abs_error_by_k_before")
+    if before:
+        late = [k for k in ks if before[k] > 0.05]
+        text += (
+            " From the profile taken before the runs instead: "
+            + ", ".join(f"{before[k] * 100:.1f}%" for k in ks)
+            + (f" (over 5% at K = {', '.join(map(str, late))})." if late else " (every K within 5% too).")
+        )
+    return text
 
 
 def drift_sentence(summary: dict[str, Any]) -> str:
     """How far the verifier's own speed moved between the profile and the runs: the prediction
     cannot know it, so an error of that size is the machine's."""
-    drift = summary.get("verify_s_vs_profile_range")
+    drift, before = summary.get("verify_s_vs_profile_range"), summary.get("verify_s_vs_before_range")
     if not drift:
         return ""
-    low, high = drift
+
+    def span(pair: list[float]) -> str:
+        return f"{(pair[0] - 1) * 100:+.0f}% to {(pair[1] - 1) * 100:+.0f}%"
+
+    text = (
+        " The verifier's own time per round of K drafts (its `verify_s`, no network), mean over a run's "
+        f"rounds against the profile's at the same K: {span(drift)} across the runs"
+    )
+    if before:
+        text += (
+            f" (the edge's drafting time {span(summary['draft_s_vs_profile_range'])}); against the profile "
+            f"taken before the runs {span(before)} (drafting {span(summary['draft_s_vs_before_range'])})"
+        )
     return (
-        " The verifier's own time per round of K drafts (its `verify_s`, no network) differed from the "
-        f"profile's at the same K by {(low - 1) * 100:+.0f}% to {(high - 1) * 100:+.0f}% across the runs; "
-        "a change of the machine's speed between profile and run shows here, and no prediction from the "
-        "profile can know it."
+        text + ". A change of the machine's speed between profile and run shows here, and no prediction "
+        "from the profile can know it."
     )
 
 
@@ -839,19 +1035,25 @@ def write_docs(path: Path, section: str) -> None:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    before = all("prediction_error_before" in r for d in result["drafts"] for r in d["runs"])
     lines = [
-        "| draft | quant | RTT ms | K | alpha | goodput tok/s | predicted | error | error without overhead "
-        "| whole tok/s | error whole | bound | efficiency |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| draft | quant | RTT ms | K | rounds | alpha | goodput tok/s | predicted | error "
+        "| error without overhead "
+        + ("| error, profile before " if before else "")
+        + "| whole tok/s | error whole | bound | efficiency |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        + ("---: | " if before else "")
+        + "---: | ---: | ---: | ---: |",
     ]
     for draft in result["drafts"]:
         for run in draft["runs"]:
             lines.append(
                 f"| {draft['draft']} | {draft['quantization']} | {run['rtt_ms']:g} | {run['k']} | "
-                f"{run['alpha']:.2f} | "
+                f"{run['rounds']} | {run['alpha']:.2f} | "
                 f"{run['goodput']:.1f} | {run['predicted']:.1f} | {run['prediction_error'] * 100:+.1f}% | "
                 f"{run['prediction_error_without_overhead'] * 100:+.1f}% | "
-                f"{run['goodput_whole']:.1f} | {run['prediction_error_whole'] * 100:+.1f}% | "
+                + (f"{run['prediction_error_before'] * 100:+.1f}% | " if before else "")
+                + f"{run['goodput_whole']:.1f} | {run['prediction_error_whole'] * 100:+.1f}% | "
                 f"{run['bound']:.1f} | {run['efficiency'] * 100:.0f}% |"
             )
     return "\n".join(lines)
@@ -862,8 +1064,8 @@ def main() -> None:
     parser.add_argument("--draft", action="append", help="draft catalog names (default b16 and q4_0)")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--rtt", type=float, nargs="+", default=[0, 20, 100], help="emulated round trips, ms")
-    parser.add_argument("--prompts", type=int, default=3, help="prompts from the project's set")
-    parser.add_argument("--tokens", type=int, default=24, help="tokens per prompt")
+    parser.add_argument("--prompts", type=int, default=6, help="prompts from the project's set")
+    parser.add_argument("--tokens", type=int, default=32, help="tokens per prompt")
     parser.add_argument(
         "--threads",
         type=int,
@@ -879,12 +1081,6 @@ def main() -> None:
         "--no-extra-buffers",
         action="store_true",
         help="load models with llama.cpp's extra buffer types off (bench/no_amx.py: CPUs that trap AMX)",
-    )
-    parser.add_argument(
-        "--reprofile",
-        action="store_true",
-        help="profile each draft again before each RTT's runs, not only before the first: each run is "
-        "predicted from a profile taken just before it, not minutes earlier (the machine's speed drifts)",
     )
     parser.add_argument("--markdown", action="store_true", help="print the goodput table as Markdown")
     parser.add_argument(

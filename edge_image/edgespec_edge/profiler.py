@@ -15,7 +15,8 @@ about 10% of a step here). Each round also has a fixed edge cost that K / v_d do
 a draft run, that extra read, sampling, the loop's bookkeeping): ``fit_round_time`` separates it, as
 the intercept of drafting time against drafted tokens over all rounds that drafted (the short ones at
 the end of a generation included: they are draft runs too, of other sizes) plus the loop's time
-outside drafting and verification, into ``roundOverheadS``, and v_d becomes the slope. Decoding alone
+outside drafting and verification, into ``roundOverheadS``, and v_d becomes the slope (all of it read
+from the rounds by ``profile_from_rounds``, which benchmarks use on their own rounds too). Decoding alone
 is kept beside it (``DraftMeasurements.decode_tokens_per_s``). Finally the target decoding alone, the
 no-speculation baseline (``measure_target_decode``: one target token per verify call with no draft,
 its per-token verifier time and the first call's round trip as TTFT), goes into ``targetDecode``. The
@@ -32,7 +33,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -233,6 +234,60 @@ def full_rounds(rounds: Sequence[RoundStats], k: int) -> list[RoundStats]:
     return full if full else list(rounds)
 
 
+@dataclass(frozen=True)
+class LoopProfile:
+    """What the profiler reads from the loop's steady-state rounds (``profile_from_rounds``)."""
+
+    alpha: dict[int, float]
+    """alpha(K): accepted over drafted, rounds of K drafts."""
+    t_verify_s: dict[int, float]
+    """T_verify(K): median verify round trip seen from the edge, rounds of K drafts."""
+    samples: dict[int, int]
+    """Rounds of K drafts behind alpha(K) and T_verify(K)."""
+    v_d: float
+    """Draft tokens/s, the slope of ``fit_round_time`` over every round that drafted."""
+    round_overhead_s: float
+    """The fixed drafting cost per round plus the loop's own time per round."""
+    plain_v_d: float
+    """Drafted tokens over drafting time, every round (v_d with no overhead term)."""
+    rounds: int
+    """Steady rounds, every K."""
+
+
+def profile_from_rounds(steady: Mapping[int, GenerationStats]) -> LoopProfile:
+    """alpha(K), T_verify(K), v_d and the per-round overhead from the loop's steady rounds at each K.
+
+    ``steady[K]`` holds the rounds of runs at speculative length K (each prompt's first round left
+    out, as ``measure_acceptance(steady_state=True)`` leaves it out) and their time: ``elapsed_s``
+    minus the rounds' drafting and round trips is the loop's own time, whose median per round over K
+    goes into the overhead (a ``GenerationStats`` with ``elapsed_s`` 0 has none to give). alpha(K) and
+    T_verify(K) come from the rounds of K drafts (``full_rounds``), v_d and the overhead from
+    ``fit_round_time`` over every round. Pure: the profiler and the benchmarks read rounds the same way.
+    """
+    alpha: dict[int, float] = {}
+    t_verify: dict[int, float] = {}
+    samples: dict[int, int] = {}
+    every: list[RoundStats] = []
+    loop_other_s: list[float] = []
+    for k, stats in steady.items():
+        if not stats.rounds:
+            raise ValueError(f"no rounds at K={k}")
+        full = full_rounds(stats.rounds, k)
+        drafted = sum(r.drafted for r in full)
+        alpha[k] = sum(r.accepted for r in full) / drafted if drafted else 0.0
+        t_verify[k] = statistics.median(r.round_trip_s for r in full)
+        samples[k] = len(full)
+        every.extend(stats.rounds)
+        if stats.elapsed_s > 0.0:
+            spent = sum(r.draft_s + r.round_trip_s for r in stats.rounds)
+            loop_other_s.append((stats.elapsed_s - spent) / len(stats.rounds))
+    drafted_tokens = sum(r.drafted for r in every)
+    drafting_s = sum(r.draft_s for r in every)
+    plain_v_d = drafted_tokens / drafting_s if drafting_s > 0 else 0.0
+    v_d, overhead_s = fit_round_time(every, statistics.median(loop_other_s) if loop_other_s else 0.0)
+    return LoopProfile(alpha, t_verify, samples, v_d, overhead_s, plain_v_d, len(every))
+
+
 def fit_latency(points: Sequence[VerifyLatencyPoint]) -> tuple[float, float]:
     """(fixed_s, per_token_s) of a least-squares line through T_verify(K), clipped at zero."""
     if len(points) < 2:
@@ -280,44 +335,33 @@ async def measure_draft(
             f"{draft.name}: decoding alone {decode_tokens_per_s:.1f} tokens/s (median of {len(speeds)}), "
             f"P = {power.mean_watts:.2f} W ({sensor.source})"
         )
-        acceptance: list[AcceptancePoint] = []
-        latency: list[VerifyLatencyPoint] = []
-        loop_rounds: list[RoundStats] = []
-        rounds_by_k: dict[int, list[RoundStats]] = {}
-        loop_other_s: list[float] = []
+        steady: dict[int, GenerationStats] = {}
         for index, k in enumerate(ks, start=1):
             stats = await measure_acceptance(
                 drafter, client, prompts, k, acceptance_tokens, steady_state=True
             )
-            rounds = stats.rounds
-            if rounds:
-                spent = sum(r.draft_s + r.round_trip_s for r in rounds)
-                loop_other_s.append((stats.elapsed_s - spent) / len(rounds))
-            if not rounds:  # every prompt answered in its first round: fall back to those rounds
-                rounds = (await measure_acceptance(drafter, client, prompts, k, acceptance_tokens)).rounds
-            full = full_rounds(rounds, k)
-            drafted = sum(r.drafted for r in full)
-            alpha = sum(r.accepted for r in full) / drafted if drafted else 0.0
-            t_verify = statistics.median(r.round_trip_s for r in full)
-            acceptance.append(AcceptancePoint(k=k, alpha=alpha, samples=len(full)))
-            latency.append(VerifyLatencyPoint(k=k, seconds=t_verify, samples=len(full)))
-            loop_rounds.extend(rounds)
-            rounds_by_k[k] = list(rounds)
+            if not stats.rounds:  # every prompt answered in its first round: fall back to those rounds
+                stats = await measure_acceptance(drafter, client, prompts, k, acceptance_tokens)
+                stats.elapsed_s = 0.0  # says nothing about the loop's own time per steady round
+            steady[k] = stats
             progress(
-                f"{draft.name}: [{index}/{len(ks)}] K={k} alpha={alpha:.3f} T_verify={t_verify * 1e3:.1f} ms "
-                f"({len(full)} of {len(rounds)} rounds drafted all K)"
+                f"{draft.name}: [{index}/{len(ks)}] K={k}: {len(full_rounds(stats.rounds, k))} of "
+                f"{len(stats.rounds)} rounds drafted all K"
             )
-        drafted_tokens = sum(r.drafted for r in loop_rounds)
-        drafting_s = sum(r.draft_s for r in loop_rounds)
-        plain_v_d = drafted_tokens / drafting_s if drafting_s > 0 else decode_tokens_per_s
-        v_d, overhead_s = fit_round_time(
-            loop_rounds, statistics.median(loop_other_s) if loop_other_s else 0.0
-        )
-        if v_d <= 0.0:
-            v_d = plain_v_d
+        loop = profile_from_rounds(steady)
+        for k in ks:
+            progress(
+                f"{draft.name}: K={k} alpha={loop.alpha[k]:.3f} T_verify={loop.t_verify_s[k] * 1e3:.1f} ms "
+                f"({loop.samples[k]} rounds)"
+            )
+        overhead_s = loop.round_overhead_s
+        plain_v_d = loop.plain_v_d if loop.plain_v_d > 0.0 else decode_tokens_per_s
+        v_d = loop.v_d if loop.v_d > 0.0 else plain_v_d
+        acceptance = [AcceptancePoint(k=k, alpha=loop.alpha[k], samples=loop.samples[k]) for k in ks]
+        latency = [VerifyLatencyPoint(k=k, seconds=loop.t_verify_s[k], samples=loop.samples[k]) for k in ks]
         progress(
             f"{draft.name}: v_d = {v_d:.1f} tokens/s drafting in the loop plus {overhead_s * 1e3:.2f} ms per "
-            f"round ({len(loop_rounds)} rounds; {plain_v_d:.1f} tokens/s without the overhead term)"
+            f"round ({loop.rounds} rounds; {plain_v_d:.1f} tokens/s without the overhead term)"
         )
         target_decode = None
         if target_decode_tokens >= 2:
@@ -342,7 +386,7 @@ async def measure_draft(
             round_overhead_s=min(overhead_s, 60.0),
             target_decode=target_decode,
             model_size_bytes=draft.path.stat().st_size,
-            speed_samples=len(loop_rounds),
+            speed_samples=loop.rounds,
             measured_at=datetime.now(UTC).replace(microsecond=0),
             origin="measured",
             notes=(
@@ -352,7 +396,12 @@ async def measure_draft(
                 f"{decode_tokens_per_s:.1f} tokens/s)"
             ),
         )
-        return DraftMeasurements(EdgeProfile.for_spec(spec), decode_tokens_per_s, plain_v_d, rounds_by_k)
+        return DraftMeasurements(
+            EdgeProfile.for_spec(spec),
+            decode_tokens_per_s,
+            plain_v_d,
+            {k: list(stats.rounds) for k, stats in steady.items()},
+        )
     finally:
         drafter.close()
         runtime.close()

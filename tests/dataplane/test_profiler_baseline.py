@@ -1,10 +1,17 @@
-"""The profiler's measurements: the target decoding alone, the per-round overhead, the rounds of K drafts."""
+"""The profiler's measurements: the target decoding alone, the per-round overhead, the rounds of K drafts,
+and the profile read from the loop's rounds."""
 
 from __future__ import annotations
 
+import pytest
 from edgespec_edge.llama_kv import LlamaRuntime
-from edgespec_edge.loop import RoundStats, VerifierClient
-from edgespec_edge.profiler import fit_round_time, full_rounds, measure_target_decode
+from edgespec_edge.loop import GenerationStats, RoundStats, VerifierClient
+from edgespec_edge.profiler import (
+    fit_round_time,
+    full_rounds,
+    measure_target_decode,
+    profile_from_rounds,
+)
 
 from .conftest import PROMPTS
 
@@ -66,3 +73,47 @@ async def test_the_target_alone_is_measured_over_the_verify_endpoint(
     measured = await measure_target_decode(client, prompts, tokens=6)
     assert measured.samples == 2 * 5  # the first call per prompt is the TTFT, not a decode step
     assert 0.0 < measured.per_token_s < measured.ttft_s  # a step is cheaper than a round trip + prompt read
+
+
+def test_the_profile_is_read_from_the_steady_rounds_of_each_k() -> None:
+    """``profile_from_rounds`` (what ``measure_draft`` and the benchmark's interleaved profile both use):
+    alpha(K) and T_verify(K) from the rounds of K drafts, v_d and the overhead from the drafting line
+    over every round plus the loop's own time per round (median over K), the rounds counted."""
+
+    def trip(drafted: int, accepted: int, round_trip_s: float, k: int) -> RoundStats:
+        return RoundStats(
+            k=k,
+            drafted=drafted,
+            accepted=accepted,
+            draft_s=0.005 + 0.020 * drafted,
+            round_trip_s=round_trip_s,
+            verify_s=round_trip_s - 0.001,
+        )
+
+    def steady(rounds: list[RoundStats], other_s: float) -> GenerationStats:
+        spent = sum(r.draft_s + r.round_trip_s for r in rounds)
+        return GenerationStats(elapsed_s=spent + other_s * len(rounds), rounds=rounds)
+
+    at_1 = steady([trip(1, 1, 0.05, 1), trip(1, 0, 0.07, 1), trip(1, 1, 0.06, 1)], 0.001)
+    at_4 = steady(
+        [
+            trip(4, 2, 0.11, 4),
+            trip(4, 4, 0.13, 4),
+            trip(4, 1, 0.12, 4),
+            trip(2, 2, 0.08, 4),
+            trip(0, 0, 0.04, 4),
+        ],
+        0.003,
+    )
+    loop = profile_from_rounds({1: at_1, 4: at_4})
+    assert loop.alpha == {1: 2 / 3, 4: 7 / 12}  # the rounds cut to 2 and 0 drafts are not rounds of G(4)
+    assert loop.t_verify_s == {1: 0.06, 4: 0.12}  # medians of the rounds of K drafts
+    assert loop.samples == {1: 3, 4: 3} and loop.rounds == 8
+    assert abs(loop.v_d - 50.0) < 1e-6  # sizes 1, 2 and 4 on one line: 20 ms per token
+    assert abs(loop.round_overhead_s - (0.005 + 0.002)) < 1e-9  # the line's 5 ms + the median loop time
+    drafted = 3 * 1 + 3 * 4 + 2
+    assert abs(loop.plain_v_d - drafted / sum(r.draft_s for r in [*at_1.rounds, *at_4.rounds])) < 1e-9
+    unknown_loop_time = GenerationStats(elapsed_s=0.0, rounds=at_1.rounds)  # a fallback: no loop time
+    assert abs(profile_from_rounds({1: unknown_loop_time, 4: at_4}).round_overhead_s - 0.008) < 1e-9
+    with pytest.raises(ValueError, match="K=2"):
+        profile_from_rounds({1: at_1, 2: GenerationStats()})
