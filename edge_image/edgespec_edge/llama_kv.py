@@ -214,3 +214,139 @@ class KVSequence:
     def close(self) -> None:
         self._batch.close()
         self._ctx.close()
+
+
+MAX_SEQUENCES = 256
+"""llama.cpp's LLAMA_MAX_SEQ: sequence ids one context can hold."""
+
+
+class SharedKV:
+    """Many token sequences as llama.cpp sequences (``seq_id``) of one ``llama_context``.
+
+    One :meth:`read` evaluates what several sequences have not seen yet in one multi-sequence batch
+    (one ``llama_decode`` per ``n_batch`` tokens, all sequences together), which costs much less than a
+    decode per sequence: the weights are read once per batch instead of once per sequence. Slot ``s``
+    is sequence id ``s``; ``tokens[s]`` holds its cached tokens. The KV cache is unified (one pool of
+    ``n_seq x n_ctx`` cells, any subset of sequences shares a micro-batch), so each slot can hold up
+    to the runtime's ``n_ctx`` tokens (:class:`ContextFullError` beyond, as for a :class:`KVSequence`).
+
+    Not batch-invariant: a sequence's logits depend on what else is in the batch (llama.cpp's CPU
+    kernels change their reduction order with the batch shape), so this is for verification that does
+    not need to be bit-identical to the target decoding alone (see :meth:`KVSequence.logits`).
+
+    Sliding-window layers: a cache cell of a sequence that has moved further than the window
+    (``n_swa``) may be taken by another sequence (llama.cpp reuses SWA-masked cells), which would only
+    matter if that sequence were rolled back or restarted from a shorter prefix, when the window would
+    need the cell again. :meth:`read` checks the positions it needs are still present
+    (``llama_memory_seq_pos_min``) and otherwise re-reads the sequence from position 0.
+    """
+
+    def __init__(self, runtime: LlamaRuntime, n_seq: int, *, n_batch: int = 256) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        if not 1 <= n_seq <= MAX_SEQUENCES:
+            raise ValueError(f"{n_seq} sequences in one llama.cpp context: at most {MAX_SEQUENCES}")
+        self._llama_cpp: Any = llama_cpp
+        self.runtime = runtime
+        self.n_ctx = runtime.n_ctx
+        self.n_batch = n_batch
+        params: Any = llama_cpp.llama_context_params.from_buffer_copy(runtime.llama.context_params)
+        params.n_ctx = n_seq * runtime.n_ctx
+        params.n_seq_max = n_seq
+        params.kv_unified = True
+        params.swa_full = True
+        params.n_batch = params.n_ubatch = n_batch
+        with runtime._lock:
+            self._ctx: Any = _internals.LlamaContext(model=runtime.llama._model, params=params, verbose=False)
+        self._batch: Any = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.n_swa = int(llama_cpp.llama_model_n_swa(runtime.llama._model.model))
+        self.tokens: list[list[int]] = [[] for _ in range(n_seq)]
+        """Per slot, the tokens whose K and V are in the cache, in order (position i holds tokens[i])."""
+        self.evaluated = 0
+        """Positions decoded over the context's life, all slots (the work done; re-reads count again)."""
+
+    def common_prefix(self, slot: int, tokens: Sequence[int]) -> int:
+        n = 0
+        for cached, wanted in zip(self.tokens[slot], tokens, strict=False):
+            if cached != wanted:
+                break
+            n += 1
+        return n
+
+    def truncate(self, slot: int, length: int) -> None:
+        """Drop the slot's cached positions from ``length`` on (the rollback of rejected drafts)."""
+        if length < len(self.tokens[slot]):
+            self._llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot, length, -1)
+            del self.tokens[slot][length:]
+
+    def clear(self, slot: int) -> None:
+        self._llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot, -1, -1)
+        self.tokens[slot].clear()
+
+    def _window_kept(self, slot: int, start: int) -> bool:
+        """Whether decoding from position ``start`` finds every position its window attends to."""
+        if start == 0 or self.n_swa <= 0:
+            return True
+        lowest = int(self._llama_cpp.llama_memory_seq_pos_min(self._ctx.memory, slot))
+        return 0 <= lowest <= max(0, start - self.n_swa + 1)
+
+    def read(self, reads: Sequence[tuple[int, Sequence[int], int]]) -> list[tuple[Logits, int]]:
+        """Per ``(slot, tokens, first_row)``: the logits predicting the token after each position
+        ``first_row .. len(tokens)-1`` of that slot, and the position its decoding started from.
+
+        As :meth:`KVSequence.logits` with every position batched, for all slots in one batch: each slot
+        keeps its cached common prefix with ``tokens`` (capped at ``first_row``: llama.cpp keeps no
+        logits of earlier calls), rolls back the rest and evaluates the remainder. Each slot at most
+        once per call. On a failed decode every slot of the call is cleared (it re-reads next time).
+        """
+        slots = [slot for slot, _, _ in reads]
+        if len(set(slots)) != len(slots):
+            raise ValueError("a slot appears twice in one read")
+        items: list[tuple[int, int, int, int, int]] = []  # (slot, position, token, read, row or -1)
+        out: list[tuple[Logits, int]] = []
+        for index, (slot, tokens, first_row) in enumerate(reads):
+            total = len(tokens)
+            if not 0 <= first_row < total:
+                raise ValueError(f"first_row {first_row} outside 0..{total - 1}")
+            if total > self.n_ctx:
+                raise ContextFullError(f"{total} tokens exceed the context window of {self.n_ctx}")
+            start = min(self.common_prefix(slot, tokens), first_row)
+            if not self._window_kept(slot, start):
+                start = 0
+            self.truncate(slot, start)
+            out.append((np.empty((total - first_row, self.runtime.n_vocab), dtype=np.float32), start))
+            items += [
+                (slot, position, tokens[position], index, max(position - first_row, -1))
+                for position in range(start, total)
+            ]
+        try:
+            for begin in range(0, len(items), self.n_batch):
+                self._decode(items[begin : begin + self.n_batch], out)
+        except BaseException:
+            for slot in slots:
+                self.clear(slot)
+            raise
+        return out
+
+    def _decode(self, items: Sequence[tuple[int, int, int, int, int]], out: list[tuple[Logits, int]]) -> None:
+        batch = self._batch.batch
+        batch.n_tokens = len(items)
+        for i, (slot, position, token, _, row) in enumerate(items):
+            batch.token[i] = token
+            batch.pos[i] = position
+            batch.seq_id[i][0] = slot
+            batch.n_seq_id[i] = 1
+            batch.logits[i] = row >= 0
+        self._ctx.decode(self._batch)
+        self.evaluated += len(items)
+        n_vocab = self.runtime.n_vocab
+        for i, (slot, _, token, index, row) in enumerate(items):
+            self.tokens[slot].append(token)
+            if row >= 0:
+                pointer = self._llama_cpp.llama_get_logits_ith(self._ctx.ctx, i)
+                out[index][0][row] = np.ctypeslib.as_array(pointer, shape=(n_vocab,))
+
+    def close(self) -> None:
+        self._batch.close()
+        self._ctx.close()

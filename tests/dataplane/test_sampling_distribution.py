@@ -76,27 +76,40 @@ def chi_square_p_value(observed: Counter[int], expected_probs: np.ndarray) -> fl
     return upper_gamma_regularized((len(expected) - 1) / 2, statistic / 2)
 
 
-class Tree:
-    """q and p for every path of a K=2 draft after one context, from the real models."""
+TargetRows = Callable[[Sequence[list[int]]], Sequence[np.ndarray]]
+"""The target's scores for the next token after each of many contexts (one row per context)."""
 
-    def __init__(self, target: LlamaRuntime, draft: LlamaRuntime, prompt: str) -> None:
+
+class Tree:
+    """q and p for every path of a K=2 draft after one context, from the real models.
+
+    ``target_rows`` computes the target's rows (default: one KV sequence, one context after another; the
+    batched verifier's test passes rows from multi-sequence batches)."""
+
+    def __init__(
+        self, target: LlamaRuntime, draft: LlamaRuntime, prompt: str, target_rows: TargetRows | None = None
+    ) -> None:
         context = target.tokenize(prompt)
         target_seq, draft_seq = target.new_sequence(), draft.new_sequence()
         try:
 
-            def p(tokens: list[int]) -> TargetDistribution:
-                return TargetDistribution.from_scores(
-                    target_seq.logits(tokens, len(tokens) - 1)[0], TEMPERATURE
-                )
+            def one_by_one(contexts: Sequence[list[int]]) -> list[np.ndarray]:
+                return [target_seq.logits(tokens, len(tokens) - 1)[0] for tokens in contexts]
 
             def q(tokens: list[int]) -> SparseDistribution:
                 return draft_distribution(draft_seq.logits(tokens, len(tokens) - 1)[0], TEMPERATURE, TOP_N)
 
             self.q1 = q(context)
             self.q2 = {x1: q([*context, x1]) for x1 in self.q1.tokens}
-            self.p0 = p(context)
-            self.p1 = {x1: p([*context, x1]) for x1 in self.q1.tokens}
-            self.p2 = {(x1, x2): p([*context, x1, x2]) for x1 in self.q1.tokens for x2 in self.q2[x1].tokens}
+            paths = [(x1, x2) for x1 in self.q1.tokens for x2 in self.q2[x1].tokens]
+            contexts = [context, *([*context, x1] for x1 in self.q1.tokens)]
+            contexts += [[*context, *xs] for xs in paths]
+            rows = (target_rows or one_by_one)(contexts)
+            assert len(rows) == len(contexts)
+            p = [TargetDistribution.from_scores(row, TEMPERATURE) for row in rows]
+            self.p0 = p[0]
+            self.p1 = dict(zip(self.q1.tokens, p[1 : 1 + len(self.q1.tokens)], strict=True))
+            self.p2 = dict(zip(paths, p[1 + len(self.q1.tokens) :], strict=True))
         finally:
             target_seq.close()
             draft_seq.close()

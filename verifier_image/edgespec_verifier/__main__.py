@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from edgespec.tls import CertificateFiles, keep_certificate_fresh, server_context
+from edgespec_edge.llama_kv import MAX_SEQUENCES
 
 from edgespec_verifier.server import VerifierSettings, create_app
 
@@ -102,6 +103,11 @@ def check_model(settings: VerifierSettings) -> None:
         raise ValueError("no model: set --model or EDGESPEC_VERIFIER_MODEL (a GGUF path, or a vLLM model)")
     if settings.engine == "llamacpp" and not Path(settings.model).is_file():
         raise ValueError(f"model file {settings.model} does not exist (--model / EDGESPEC_VERIFIER_MODEL)")
+    if settings.engine == "llamacpp" and not settings.exact and settings.max_sessions > MAX_SEQUENCES:
+        raise ValueError(
+            f"--max-sessions {settings.max_sessions}: with EDGESPEC_VERIFIER_EXACT=false the sessions are "
+            f"sequences of one llama.cpp context, at most {MAX_SEQUENCES}"
+        )
 
 
 def parse_engine_args(words: list[str]) -> dict[str, Any]:

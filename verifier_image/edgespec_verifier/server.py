@@ -4,7 +4,9 @@
 memory) is loaded in the app's ``cleanup_ctx`` off the event loop unless a ready one is injected (tests
 share one engine across apps); ``/readyz`` answers 503 until it is loaded. All engine work runs on one
 dedicated thread, so the event loop keeps accepting many edge clients while a round computes; requests
-beyond ``max_queue`` waiting rounds get 503 ``overloaded`` at once instead of piling up latency.
+beyond ``max_queue`` waiting rounds get 503 ``overloaded`` at once instead of piling up latency. With an
+engine that batches sessions (llama.cpp with ``exact=False``), the rounds that queue while one batch runs
+go to the engine thread together as the next batch (:class:`RoundBatcher`).
 
 ``POST /v1/generate`` is cloud-only decoding (edgespec.wire's ``GenerateRequest``): the target reads the
 prompt with its own tokenizer and chat template and streams its own generation, one
@@ -20,12 +22,13 @@ import asyncio
 import codecs
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from aiohttp import web
@@ -51,7 +54,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgespec_verifier.acceptance import TargetDistribution, accept_greedy, accept_sampling
 from edgespec_verifier.auth import Handler, TokenSource, bearer_middleware
-from edgespec_verifier.engines import ContextReads, VerifyEngine
+from edgespec_verifier.engines import BatchingEngine, ContextReads, VerifyEngine
 
 log = logging.getLogger("edgespec.verifier")
 
@@ -70,7 +73,11 @@ class VerifierSettings(BaseSettings):
     max_sessions: int = Field(default=8, ge=1, le=4096, description="Sessions holding KV state at once.")
     max_queue: int = Field(default=64, ge=1, le=100000, description="Waiting rounds before 503.")
     exact: bool = Field(
-        default=True, description="llamacpp: evaluate generated positions one per decode (bit-exact greedy)."
+        default=True,
+        description=(
+            "llamacpp: evaluate generated positions one per decode (bit-exact greedy); false: batch "
+            "concurrent sessions' rounds in one multi-sequence decode (faster, exact up to batch rounding)."
+        ),
     )
     token_file: Path | None = Field(default=None, description="File holding the bearer token (Secret).")
     token: SecretStr | None = Field(default=None, description="Bearer token, when no file is mounted.")
@@ -107,6 +114,13 @@ class VerifierMetrics:
         self.generated = Counter(
             "edgespec_verifier_generated_tokens",
             "Tokens generated for cloud-only requests (POST /v1/generate).",
+            registry=registry,
+        )
+        self.batch_rounds = Histogram(
+            "edgespec_verifier_batch_rounds",
+            "Verify rounds per engine batch (llama.cpp with exact=false: rounds of concurrent sessions "
+            "verified in one multi-sequence decode).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=registry,
         )
         self.queue_depth = Gauge(
@@ -149,14 +163,20 @@ def build_engine(settings: VerifierSettings) -> VerifyEngine:
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
             extra_engine_args=settings.vllm_engine_args,
         )
-    from edgespec_verifier.engines.llamacpp import LlamaCppEngine
+    from edgespec_verifier.engines.llamacpp import BatchedLlamaCppEngine, LlamaCppEngine
 
+    if not settings.exact:  # sessions as sequences of one context: concurrent rounds in one decode
+        return BatchedLlamaCppEngine(
+            settings.model,
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            max_sessions=settings.max_sessions,
+        )
     return LlamaCppEngine(
         settings.model,
         n_ctx=settings.n_ctx,
         n_threads=settings.n_threads,
         max_sessions=settings.max_sessions,
-        exact=settings.exact,
     )
 
 
@@ -190,24 +210,144 @@ def vocabulary_size(engine: VerifyEngine) -> int | None:
     return int(size) if size else None
 
 
-def run_round(engine: VerifyEngine, request: VerifyRequest) -> tuple[int, int, ContextReads]:
+RoundResult = tuple[int, int, ContextReads]
+"""A round's verdict (accepted drafts, next token) and the context tokens the engine computed for it."""
+
+
+def decide(request: VerifyRequest, rows: np.ndarray[Any, Any]) -> tuple[int, int]:
+    """The verdict on the round's drafts from the target's rows: (accepted, next token)."""
+    if request.sampling.greedy:
+        return accept_greedy(rows, request.draft)
+    assert request.draft_probs is not None  # checked by VerifyRequest
+    rng = np.random.default_rng(request.sampling.seed)
+    temperature = request.sampling.temperature
+    return accept_sampling(
+        lambda i: TargetDistribution.from_scores(rows[i], temperature),
+        request.draft,
+        request.draft_probs,
+        rng,
+    )
+
+
+def run_round(engine: VerifyEngine, request: VerifyRequest) -> RoundResult:
     """Score, decide and roll back, all on the engine thread (one hop per round)."""
     rows = engine.score(request.session_id, request.tokens, request.draft, request.prompt_tokens)
     reads = engine.last_reads  # this round's: read on the engine thread, right after the score
-    if request.sampling.greedy:
-        accepted, next_token = accept_greedy(rows, request.draft)
-    else:
-        assert request.draft_probs is not None  # checked by VerifyRequest
-        rng = np.random.default_rng(request.sampling.seed)
-        temperature = request.sampling.temperature
-        accepted, next_token = accept_sampling(
-            lambda i: TargetDistribution.from_scores(rows[i], temperature),
-            request.draft,
-            request.draft_probs,
-            rng,
-        )
+    accepted, next_token = decide(request, rows)
     engine.commit(request.session_id, len(request.tokens) + accepted)
     return accepted, next_token, reads
+
+
+def run_rounds(engine: BatchingEngine, requests: Sequence[VerifyRequest]) -> list[RoundResult | Exception]:
+    """Many sessions' rounds on the engine thread: scored together, then each decided and rolled back.
+
+    A session with two rounds in the list (a client that did not wait for its verdict) has them scored
+    one after the other, each after the previous one's rollback, as they would be one at a time."""
+    results: list[RoundResult | Exception | None] = [None] * len(requests)
+    pending = list(range(len(requests)))
+    while pending:
+        group: list[int] = []
+        later: list[int] = []
+        sessions: set[str] = set()
+        for index in pending:
+            (later if requests[index].session_id in sessions else group).append(index)
+            sessions.add(requests[index].session_id)
+        scored = engine.score_many([requests[index] for index in group])
+        for index, outcome in zip(group, scored, strict=True):
+            if isinstance(outcome, Exception):
+                results[index] = outcome
+                continue
+            request = requests[index]
+            rows, reads = outcome
+            try:
+                accepted, next_token = decide(request, rows)
+            except Exception as exc:  # this round's failure, not the batch's
+                results[index] = exc
+                continue
+            engine.commit(request.session_id, len(request.tokens) + accepted)
+            results[index] = (accepted, next_token, reads)
+        pending = later
+    return [result for result in results if result is not None]
+
+
+class RoundBatcher:
+    """Rounds that queue while the engine thread works go to it together as one batch.
+
+    A batch is taken when the engine thread starts it, so every round that arrived while the thread was
+    busy (with the previous batch, a session's pre-read or a close) joins: under load a batch holds
+    about one round per active session, and no round waits longer than the batch before it. A round
+    arriving at an idle engine starts at once, alone.
+    """
+
+    def __init__(
+        self, engine: BatchingEngine, executor: ThreadPoolExecutor, metrics: VerifierMetrics
+    ) -> None:
+        self.engine = engine
+        self.executor = executor
+        self.metrics = metrics
+        self._lock = threading.Lock()  # the queue is filled on the event loop, taken on the engine thread
+        self._queued: list[tuple[VerifyRequest, asyncio.Future[RoundResult]]] = []
+        self._running: list[tuple[VerifyRequest, asyncio.Future[RoundResult]]] = []
+        self._drain: asyncio.Task[None] | None = None
+
+    async def submit(self, request: VerifyRequest) -> RoundResult:
+        future: asyncio.Future[RoundResult] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._queued.append((request, future))
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._run())
+        return await future
+
+    def _take_and_run(self) -> list[RoundResult | Exception]:
+        """On the engine thread: take everything queued now and run it as one batch."""
+        with self._lock:
+            self._running, self._queued = self._queued, []
+        requests = [request for request, _ in self._running]
+        if not requests:
+            return []
+        try:
+            return run_rounds(self.engine, requests)
+        except Exception as exc:  # answered to every round of the batch
+            return [exc] * len(requests)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queued:
+                results = await loop.run_in_executor(self.executor, self._take_and_run)
+                if results:
+                    self.metrics.batch_rounds.observe(len(results))
+                for (_, future), result in zip(self._running, results, strict=True):
+                    if future.done():  # its handler was cancelled (the client left)
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+                self._running = []
+        finally:
+            self._drain = None
+            with self._lock:
+                left, self._running, self._queued = [*self._running, *self._queued], [], []
+            for _, future in left:  # cancelled (shutdown): nobody waits forever
+                if not future.done():
+                    future.set_exception(RuntimeError("the verifier is shutting down"))
+
+
+async def engine_round(app: web.Application, engine: VerifyEngine, request: VerifyRequest) -> RoundResult:
+    """One round through the engine: its own async path (vLLM), a batch of queued rounds (llama.cpp with
+    exact=false), or alone on the engine thread."""
+    verify_round = getattr(engine, "verify_round", None)
+    if verify_round is not None:  # an engine that batches concurrent rounds itself (vLLM)
+        return cast(RoundResult, await verify_round(request))
+    if hasattr(engine, "score_many"):
+        batcher = app[STATE].get("batcher")
+        if batcher is None:
+            batcher = app[STATE]["batcher"] = RoundBatcher(
+                cast(BatchingEngine, engine), app[EXECUTOR], app[METRICS]
+            )
+        return await batcher.submit(request)
+    return await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], run_round, engine, request)
 
 
 def open_counted(engine: VerifyEngine, session_id: str, tokens: Sequence[int]) -> tuple[int, ContextReads]:
@@ -236,13 +376,7 @@ async def verify(request: web.Request) -> web.Response:
     app[STATE]["waiting"] += 1
     metrics.queue_depth.inc()
     try:
-        verify_round = getattr(engine, "verify_round", None)
-        if verify_round is not None:  # an engine that batches concurrent rounds itself (vLLM)
-            accepted, next_token, reads = await verify_round(body)
-        else:
-            accepted, next_token, reads = await asyncio.get_running_loop().run_in_executor(
-                app[EXECUTOR], run_round, engine, body
-            )
+        accepted, next_token, reads = await engine_round(app, engine, body)
     except ContextFullError as exc:
         metrics.rounds.labels("bad_request").inc()
         return error(400, "bad_request", f"invalid verify request: {exc}")
@@ -314,7 +448,7 @@ async def _steps_on_engine_thread(
                 sampling=SamplingParams(temperature=sampling.temperature, seed=seed),
             )
             # Not counted in context_tokens: that counter covers verify rounds and session pre-reads.
-            _, token, _ = await loop.run_in_executor(app[EXECUTOR], run_round, engine, step)
+            _, token, _ = await engine_round(app, engine, step)
             if runtime.is_end_of_generation(token):
                 yield 0, decoder.decode(b"", final=True), "stop"
                 return

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from edgespec.wire import VerifyRequest
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +53,10 @@ def context_reads(start: int, context: int, prompt_tokens: int | None) -> Contex
     )
 
 
+Scored = tuple[ScoreRows, ContextReads]
+"""One round's rows and the context tokens computed for it (an engine's ``score_many``)."""
+
+
 class VerifyEngine(Protocol):
     name: str
     last_reads: ContextReads
@@ -76,3 +83,12 @@ class VerifyEngine(Protocol):
     def session_count(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+class BatchingEngine(VerifyEngine, Protocol):
+    """An engine that verifies many sessions' rounds in one forward pass (llama.cpp, ``exact=False``);
+    the server hands it every round that queued while its previous batch ran."""
+
+    def score_many(self, requests: Sequence[VerifyRequest]) -> list[Scored | Exception]:
+        """Per request, in order: its rows and context reads, or the error of that round alone."""
+        ...
