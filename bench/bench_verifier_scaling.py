@@ -2,7 +2,11 @@
 
     bash hack/vllm/bench.sh --out bench_verifier_scaling.json   # the vLLM venv; both engines
 
-(the vLLM venv holds llama-cpp-python too). Rounds are recorded once: per prompt, a real greedy draft
+(the vLLM venv holds llama-cpp-python too; ``--engines llamacpp llamacpp-batched`` runs without vLLM).
+Engines: ``llamacpp`` is the verifier's llama.cpp engine in exact mode (its default: sessions one after
+another, generated positions one per decode); ``llamacpp-batched`` the one it runs with ``exact=False``
+(sessions as sequences of one context, the rounds queued meanwhile verified in one multi-sequence
+decode); ``vllm`` the vLLM engine. Rounds are recorded once: per prompt, a real greedy draft
 loop (gemma3-270m-b16 drafting K=4, the llama.cpp engine verifying) of ``--rounds`` rounds; each
 recorded round is (context, draft). Per engine, then:
 
@@ -14,9 +18,10 @@ recorded round is (context, draft). Per engine, then:
 - **limit**: the engine's own forward throughput for the same token counts with no HTTP and no queue:
   vLLM: N requests (each session's context, prefix-cached, then K+1 greedy tokens) submitted at once
   to the AsyncLLM; llama.cpp: the same N x (K+1) positions scored by the engine's sequences directly
-  (one batched decode of K+1 per session, the engine's fast path), one after another as the engine
-  does, and also in one llama_decode holding all N sequences (what multi-sequence batching would
-  reach).
+  (one batched decode of K+1 per session), one after another, and also in one llama_decode holding all
+  N sequences (the multi-sequence decode alone, in a context of its own); llamacpp-batched: N rounds
+  at a time through the engine's ``score_many`` (one multi-sequence decode per step, verdicts and
+  rollbacks included).
 - **context**: the per-round verify cost at 32 and 512 context tokens, N = 1, K = 4, engine called
   directly (median of ``--context-rounds`` rounds after a warm-up round that reads the context).
 
@@ -46,7 +51,7 @@ from edgespec_edge.loop import VerifierClient, propose
 from edgespec_edge.profiler import load_prompts
 from edgespec_verifier.acceptance import accept_greedy
 from edgespec_verifier.auth import TokenSource
-from edgespec_verifier.engines.llamacpp import LlamaCppEngine
+from edgespec_verifier.engines.llamacpp import BatchedLlamaCppEngine, LlamaCppEngine
 from edgespec_verifier.engines.vllm import VllmEngine
 from edgespec_verifier.server import VerifierSettings, create_app
 from prometheus_client import CollectorRegistry
@@ -219,6 +224,35 @@ def limit_llamacpp(engine: LlamaCppEngine, sessions: list[list[Round]], n: int) 
     return {"n": n, "tok_s": round(tokens / elapsed, 2), "note": "per-session batched decode of K+1"}
 
 
+def limit_llamacpp_batched(
+    engine: BatchedLlamaCppEngine, sessions: list[list[Round]], n: int
+) -> dict[str, Any]:
+    """The same positions through the batched engine directly: per step, the N sessions' rounds in one
+    ``score_many`` (one multi-sequence decode), each decided greedily and rolled back."""
+    work = steady_rounds(sessions, n)
+
+    def step(rounds: list[Round]) -> None:
+        requests = [
+            VerifyRequest(session_id=f"lim{i}", tokens=r.context, draft=r.draft) for i, r in enumerate(rounds)
+        ]
+        for request, scored in zip(requests, engine.score_many(requests), strict=True):
+            if isinstance(scored, Exception):
+                raise scored
+            accepted, _ = accept_greedy(scored[0], request.draft)
+            engine.commit(request.session_id, len(request.tokens) + accepted)
+
+    step([s[0] for s in work])  # read each context first, as the sessions' earlier rounds would have
+    started = time.perf_counter()
+    tokens = 0
+    for index in range(1, min(len(s) for s in work)):
+        step([s[index] for s in work])
+        tokens += n * (K + 1)
+    elapsed = time.perf_counter() - started
+    for i in range(n):
+        engine.close_session(f"lim{i}")
+    return {"n": n, "tok_s": round(tokens / elapsed, 2), "note": "score_many, N rounds per decode"}
+
+
 def limit_llamacpp_multiseq(engine: LlamaCppEngine, sessions: list[list[Round]], n: int) -> dict[str, Any]:
     """The same positions in one llama_decode per step holding all N sequences (llama.cpp's
     multi-sequence batch through the low-level API): what batching the sessions would reach."""
@@ -294,7 +328,7 @@ def context_cost(
     return out
 
 
-def llamacpp_verify(engine: LlamaCppEngine) -> Callable[[VerifyRequest], object]:
+def llamacpp_verify(engine: LlamaCppEngine | BatchedLlamaCppEngine) -> Callable[[VerifyRequest], object]:
     def verify(request: VerifyRequest) -> object:
         rows = engine.score(request.session_id, request.tokens, request.draft, request.prompt_tokens)
         accepted, token = accept_greedy(rows, request.draft)
@@ -343,7 +377,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="recorded rounds per prompt")
     parser.add_argument("--context-rounds", type=int, default=8)
     parser.add_argument("--ns", type=int, nargs="+", default=[1, 4, 16, 32])
-    parser.add_argument("--engines", nargs="+", default=["llamacpp", "vllm"])
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["llamacpp", "llamacpp-batched", "vllm"],
+        choices=["llamacpp", "llamacpp-batched", "vllm"],
+    )
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -373,7 +412,22 @@ def main() -> None:
         result["engines"]["llamacpp"] = part
         args.out.write_text(json.dumps(result, indent=2))  # each engine's part as soon as it is done
         log(f"llamacpp: {part}")
-    llama.close()
+    llama.close()  # its per-session contexts (about 80 MB each) before the batched engine's
+    if "llamacpp-batched" in args.engines:  # the same model, one shared context of N slots
+        batched = BatchedLlamaCppEngine(target_path(), n_ctx=1024, n_threads=2, max_sessions=max(args.ns) + 2)
+        try:
+            part = {"load_before": load()}
+            part["context"] = context_cost(llamacpp_verify(batched), filler, args.context_rounds)
+            log(f"llamacpp-batched context: {part['context']}")
+            part["limit"] = [limit_llamacpp_batched(batched, sessions, n) for n in args.ns]
+            log(f"llamacpp-batched limit: {part['limit']}")
+            part["scaling"] = asyncio.run(serve_and_replay(batched, sessions, args.ns))
+            part["load_after"] = load()
+            result["engines"]["llamacpp-batched"] = part
+            args.out.write_text(json.dumps(result, indent=2))
+            log(f"llamacpp-batched: {part}")
+        finally:
+            batched.close()
     if "vllm" in args.engines:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         engine = VllmEngine(
