@@ -18,8 +18,10 @@ pytestmark = pytest.mark.models
 NORMAL = 1  # llama.cpp's token type of an ordinary vocabulary entry
 
 
-def _vocabulary(model: Path) -> tuple[list[str], list[int]]:
-    reader = GGUFReader(model)
+@pytest.fixture(scope="module")
+def vocabulary(draft_file: Path) -> tuple[list[str], list[int]]:
+    """Every token's text and type, read once for the module (262,144 entries: ~25 s in gguf)."""
+    reader = GGUFReader(draft_file)
     tokens = reader.fields["tokenizer.ggml.tokens"]
     types = reader.fields["tokenizer.ggml.token_type"]
     texts = [bytes(tokens.parts[i]).decode("utf-8") for i in tokens.data]
@@ -28,9 +30,9 @@ def _vocabulary(model: Path) -> tuple[list[str], list[int]]:
 
 
 def test_every_piece_longer_than_32_bytes_is_detokenized_whole(
-    draft_file: Path, draft_runtime: LlamaRuntime
+    vocabulary: tuple[list[str], list[int]], draft_runtime: LlamaRuntime
 ) -> None:
-    texts, kinds = _vocabulary(draft_file)
+    texts, kinds = vocabulary
     assert len(texts) == draft_runtime.n_vocab
     long = {
         token: text.replace("\u2581", " ").encode()
@@ -54,9 +56,9 @@ def test_every_piece_longer_than_32_bytes_is_detokenized_whole(
 
 
 def test_a_character_split_across_tokens_is_streamed_whole(
-    draft_file: Path, draft_runtime: LlamaRuntime
+    vocabulary: tuple[list[str], list[int]], draft_runtime: LlamaRuntime
 ) -> None:
-    texts, _ = _vocabulary(draft_file)
+    texts, _ = vocabulary
     byte_token = {
         text: token for token, text in enumerate(texts) if len(text) == 6 and text.startswith("<0x")
     }
