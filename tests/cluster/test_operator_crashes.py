@@ -109,9 +109,12 @@ def test_sigkill_at_a_point_leaves_no_duplicate_and_no_orphan(reference: Any, po
     crashing = _run_operator(cluster, log, EDGESPEC_CRASH_AFTER_WRITES=str(point))
     try:
         _apply(cluster, name)
-        for nudge in range(10):  # past the first reconciles, a spec change makes more writes
+        # The first reconciles make their writes within a second or two of the apply; a point past
+        # them is reached by spec changes, each making more writes. So: nudge whenever the operator
+        # has been alive 3 s more (at most 30 nudges, 90 s).
+        for nudge in range(30):
             try:
-                crashing.wait(timeout=10)
+                crashing.wait(timeout=3)
                 break
             except subprocess.TimeoutExpired:
                 patch = json.dumps({"spec": {"adaptation": {"minRounds": 100 + nudge}}})
