@@ -5,9 +5,10 @@ batched engine's rows for a round depend on what else was in its batch (llama.cp
 batch-invariant), so verdicts are checked two ways: exactly against the rows the batch computed (every
 accepted draft and every next token is their argmax), and against a per-session ``exact=False``
 reference (one session's K+1 positions per decode), which they must equal except where the reference
-itself has a near tie (its two best logits closer than ``NEAR_TIE``): those flips are counted and
-bounded. Isolation (a session never sees another's context), eviction (a slot freed by LRU serves the
-next session, and the evicted one re-reads and answers right), the context-window error, and the sampling
+itself has a near tie (its two best logits closer than ``NEAR_TIE``), and every row read must be within
+batch rounding of the reference's (``ROUNDING_RMS``); near-tie flips are counted and reported.
+Isolation (a session never sees another's context), eviction (a slot freed by LRU serves the next
+session, and the evicted one re-reads and answers right), the context-window error, and the sampling
 distribution test with its control (target rows from multi-sequence batches) complete it.
 """
 
@@ -47,6 +48,10 @@ MAX_TOKENS = 24
 NEAR_TIE = 1.0
 """Logits this close at the top are a near tie: batch rounding (measured up to ~1 on the chosen logit
 between batch shapes here) may order them either way."""
+ROUNDING_RMS = 1.0
+"""Root-mean-square logit difference allowed between a batched row and the per-session reference row.
+Measured here: batch rounding gives 0.14 (median) to 0.60 (largest of 120 rows); the row of another
+position or session is 1.3 to 18 away. A row computed on the wrong context fails it."""
 
 
 class Recorder:
@@ -241,25 +246,35 @@ async def test_greedy_verdicts_equal_the_per_session_reference_but_at_near_ties(
     draft_runtime: LlamaRuntime,
 ) -> None:
     """Every position a verdict read has the reference's argmax, unless the reference's two best logits
-    are within NEAR_TIE there (counted; at most 1 in 50). With no such flip, whole outputs are equal to
+    are within NEAR_TIE there (counted), and each row is within ROUNDING_RMS of the reference's. The
+    number of flips is not bounded: it follows how many near ties the target has (38 of 120 positions
+    here) and which batch shapes the run happened to form. With no flip, whole outputs are equal to
     the reference loop's (per-session exact=False, one session at a time)."""
     prompts = [engine.runtime.tokenize(prompt) for prompt in PROMPTS]
     outputs, seen, _ = await speculative_outputs(batched, draft_runtime, prompts, SamplingParams())
-    flips = checked = 0
+    flips = checked = ties = 0
+    worst = 0.0
     for request, verdict in seen:
         rows = rows_of(recorder, request)
         reference_rows = reference.score("reference", request.tokens, request.draft, None)
         for position in range(verdict.accepted + 1):
             checked += 1
+            rms = float(np.sqrt(np.mean((rows[position] - reference_rows[position]) ** 2)))
+            assert rms < ROUNDING_RMS, f"{request.session_id} position {position}: rows {rms:.2f} apart"
+            worst = max(worst, rms)
+            top, second = np.sort(reference_rows[position])[-2:][::-1]
+            ties += int(top - second < NEAR_TIE)
             ours, theirs = int(np.argmax(rows[position])), int(np.argmax(reference_rows[position]))
             if ours != theirs:
                 margin = float(reference_rows[position][theirs] - reference_rows[position][ours])
                 assert margin < NEAR_TIE, f"position {position}: {ours} vs {theirs}, margin {margin}"
                 flips += 1
     reference.close_session("reference")
-    print(f"batched vs per-session exact=false: {flips} near-tie flips in {checked} positions")
+    print(
+        f"batched vs per-session exact=false: {flips} flips at {ties} near ties in {checked} positions,"
+        f" rows at most {worst:.2f} RMS apart"
+    )
     assert checked > 4 * len(prompts)
-    assert flips <= max(1, checked // 50), f"{flips} near-tie flips in {checked} positions"
     if flips == 0:
         expected, _, _ = await speculative_outputs(reference, draft_runtime, prompts, SamplingParams())
         assert outputs == expected
