@@ -177,6 +177,11 @@ def test_draft_servers_report_to_the_operators_metrics_service() -> None:
         f"http://{service['metadata']['name']}.{RELEASE_NAMESPACE}.svc:{port}/v1/telemetry"
     )
     assert env["EDGESPEC_METRICS_PORT"] == str(port)
+    assert env["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"] == "30"
+    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", "metrics.telemetryIntervalSeconds=5")) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"] == "5"
     docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", "metrics.enabled=false")) if d]
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
