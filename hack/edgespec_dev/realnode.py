@@ -641,6 +641,9 @@ disabled_plugins = [
                 "imagefs.available": "2%",
             },
             "maxPods": 110,
+            # Pods are re-synced every 10 s (default 1 min), so a changed ConfigMap (a new K) reaches
+            # the mounted file within seconds; a default kubelet takes up to about a minute.
+            "syncFrequency": "10s",
             "rotateCertificates": False,
             "registerNode": True,
         }
