@@ -17,6 +17,6 @@ else
   echo "the end-to-end environment did not come up (exit $up_rc); log: $E2E_LOG" >&2
   exit 1
 fi
-python -m pytest -p no:cacheprovider -ra -rP tests/e2e/test_scenario.py
+python -m pytest -p no:cacheprovider -ra -rP --durations=0 tests/e2e/test_scenario.py
 python -m edgespec_dev.e2e down --name e2e
 trap - EXIT

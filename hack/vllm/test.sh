@@ -33,5 +33,5 @@ llama_dir="$(mktemp -d)"
 trap 'rm -rf "$llama_dir"' EXIT
 ln -s "$(python -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')" "$llama_dir/llama_cpp"
 export PYTHONPATH="$ROOT/operator:$ROOT/edge_image:$ROOT/verifier_image:$ROOT/hack:$llama_dir"
-"$EDGESPEC_VLLM_PYTHON" -m pytest -p no:cacheprovider -ra tests/vllm_engine "$@"
+"$EDGESPEC_VLLM_PYTHON" -m pytest -p no:cacheprovider -ra --durations=10 tests/vllm_engine "$@"
 echo "==> vLLM tier took $(( $(date +%s) - started )) s"
