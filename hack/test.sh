@@ -34,7 +34,14 @@ step "end-to-end tier (a real node, the images, the operator by Helm; docs/e2e.m
 # is prefixed so the two stay readable. Both must pass.
 bash hack/vllm/test.sh > >(sed -u 's/^/[vllm] /') 2>&1 &
 vllm_pid=$!
-trap 'kill "$vllm_pid" 2> /dev/null || true' EXIT
+# On a failure or Ctrl-C before it ends, stop the whole tier: its script, its pytest and vLLM's engine
+# processes (which run in a session of their own and would otherwise outlive the run).
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2> /dev/null); do kill_tree "$child"; done
+  kill "$1" 2> /dev/null || true
+}
+trap 'kill_tree "$vllm_pid"' EXIT
 # In a subshell: the tier's own EXIT trap (tearing its cluster down) then leaves this one's alone.
 (source "$(dirname "$0")/e2e-tier.sh")
 step "end-to-end tier passed; waiting for the vLLM tier"
