@@ -35,7 +35,7 @@ step "end-to-end tier (a real node, the images, the operator by Helm; docs/e2e.m
 bash hack/vllm/test.sh > >(sed -u 's/^/[vllm] /') 2>&1 &
 vllm_pid=$!
 # On a failure or Ctrl-C before it ends, stop the whole tier: its script, its pytest and vLLM's engine
-# processes (which run in a session of their own and would otherwise outlive the run).
+# processes (a plain kill of the script would leave them running).
 kill_tree() {
   local child
   for child in $(pgrep -P "$1" 2> /dev/null); do kill_tree "$child"; done
