@@ -167,24 +167,25 @@ def test_operator_rbac_covers_what_the_builders_make(cluster: Cluster, namespace
         )
 
 
+def operator_env(*values: str) -> dict[str, str | None]:
+    """The operator container's env as the chart renders it with these ``--set`` values."""
+    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", *values)) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
 def test_draft_servers_report_to_the_operators_metrics_service() -> None:
     docs = [d for d in yaml.safe_load_all(helm_template("1.34.0")) if d]
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics"))
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = operator_env()
     port = service["spec"]["ports"][0]["port"]
     assert env["EDGESPEC_TELEMETRY_URL"] == (
         f"http://{service['metadata']['name']}.{RELEASE_NAMESPACE}.svc:{port}/v1/telemetry"
     )
     assert env["EDGESPEC_METRICS_PORT"] == str(port)
     assert env["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"] == "30"
-    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", "metrics.telemetryIntervalSeconds=5")) if d]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"] == "5"
-    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", "metrics.enabled=false")) if d]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert operator_env("metrics.telemetryIntervalSeconds=5")["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"] == "5"
+    names = set(operator_env("metrics.enabled=false"))
     assert "EDGESPEC_TELEMETRY_URL" not in names  # no server to report to: K stays the profiles' choice
 
 
