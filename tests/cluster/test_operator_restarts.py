@@ -62,11 +62,19 @@ def test_reconciles_go_on_through_api_server_and_etcd_restarts(running: Any) -> 
     cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
     classes = [c["name"] for c in doc["spec"]["deviceClasses"]]
     configs = [f"ConfigMap/{draft_name(owner_of(NAME), c)}" for c in classes]
-    before = wait_for(
-        "every class's DaemonSet and ConfigMap",
-        lambda: (c := _children(cluster)) and all(k in c for k in configs) and len(c) >= 9 and c,
+    drafts = configs + [f"DaemonSet/{draft_name(owner_of(NAME), c)}" for c in classes]
+    # The first reconcile is over (its generation observed) before the children are counted: a
+    # snapshot taken while it still creates them would miss the last DaemonSet.
+    wait_for(
+        "the first generation observed",
+        lambda: (
+            condition(status_of(cluster, NAME), "Ready").get("observedGeneration")
+            == get_object(cluster, "specdeploy", NAME)["metadata"]["generation"]
+        ),
         60,
     )
+    before = _children(cluster)
+    assert all(k in before for k in drafts) and len(before) >= 9, sorted(before)
     for round_, components in enumerate(RESTARTS, start=1):
         pids = cluster.status()
         cluster.restart(components)
