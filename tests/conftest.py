@@ -1,6 +1,6 @@
 """Test-suite wiring: the local control plane fixture (``cluster``) comes from the dev harness.
 
-Parallel runs (``pytest -n 2``, what hack/test.sh does) use the scheduler below: every test module
+Parallel runs (``pytest -n 3``, what hack/test.sh does) use the scheduler below: every test module
 is one unit of work, so a module's tests run in order on one worker and its module fixtures (an
 operator process, loaded models) are made once. Each worker gets its own control plane (the
 session-scoped ``cluster``). The modules that need the machine's one real node or build the images
