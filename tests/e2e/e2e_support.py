@@ -324,9 +324,10 @@ class Scenario:
             raw = self.e2e.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/runningpods/")
             for pod in json.loads(raw).get("items", []):
                 if pod["metadata"].get("namespace") == NAMESPACE:
-                    names += [
-                        f"{pod['metadata']['name']}/{c['name']}" for c in pod["spec"].get("containers", [])
-                    ]
+                    # A pod whose containers are gone but whose sandbox still runs comes with
+                    # "containers": null; it is not gone yet either.
+                    containers = pod["spec"].get("containers") or [{"name": "(sandbox)"}]
+                    names += [f"{pod['metadata']['name']}/{c['name']}" for c in containers]
         return names
 
     def wait_no_running_containers(self) -> None:
