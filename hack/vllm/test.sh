@@ -32,6 +32,10 @@ export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 # every step, and on two cores that spinning costs a core. Measured alone: 16 tests, 244 s and 428
 # CPU-seconds with the worker process, 187 s and 300 CPU-seconds without (docs/vllm.md).
 export VLLM_ENABLE_V1_MULTIPROCESSING="${VLLM_ENABLE_V1_MULTIPROCESSING:-0}"
+# One OpenMP thread for the model, as the multiprocess executor gives its worker on two cores (it binds
+# one core and leaves the other to the engine core). Left to its default, torch's OpenMP runs a thread
+# per core that spin-waits at every barrier: beside the end-to-end tier, the tier then took 475 s.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # The edge drafter and tokenizer in the tests are llama.cpp: the main venv's own build (the one the
 # llama.cpp tier runs), reached through a directory holding just that package, so the vLLM venv's own
 # packages stay first for everything else.
