@@ -101,8 +101,10 @@ def _reference_model() -> Any:
     return Llama(str(target_path()), n_ctx=512, n_threads=2, verbose=False)
 
 
+@cache
 def reference_greedy(prompt: str, max_tokens: int) -> str:
-    """The target model decoding alone: a cold llama.cpp decode of the same GGUF, greedy."""
+    """The target model decoding alone: a cold llama.cpp decode of the same GGUF, greedy (deterministic,
+    so each prompt is decoded once for the whole scenario)."""
     model = _reference_model()
     model.reset()
     out = model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0)
