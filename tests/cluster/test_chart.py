@@ -167,25 +167,37 @@ def test_operator_rbac_covers_what_the_builders_make(cluster: Cluster, namespace
         )
 
 
-def operator_env(*values: str) -> dict[str, str | None]:
-    """The operator container's env as the chart renders it with these ``--set`` values."""
-    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", *values)) if d]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+def rendered(*values: str) -> list[dict[str, Any]]:
+    """The chart's documents as `helm template` renders them with these ``--set`` values."""
+    return [d for d in yaml.safe_load_all(helm_template("1.34.0", *values)) if d]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    return dict(container)
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in operator_container(docs)["env"]}
 
 
 def test_draft_servers_report_to_the_operators_metrics_service() -> None:
-    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0")) if d]
+    docs = rendered()
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics"))
-    env = operator_env()
+    env = operator_env(docs)
     port = service["spec"]["ports"][0]["port"]
     assert env["EDGESPEC_TELEMETRY_URL"] == (
         f"http://{service['metadata']['name']}.{RELEASE_NAMESPACE}.svc:{port}/v1/telemetry"
     )
     assert env["EDGESPEC_METRICS_PORT"] == str(port)
     assert env["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"] == "30"
-    assert operator_env("metrics.telemetryIntervalSeconds=5")["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"] == "5"
-    names = set(operator_env("metrics.enabled=false"))
+    assert (
+        operator_env(rendered("metrics.telemetryIntervalSeconds=5"))["EDGESPEC_TELEMETRY_INTERVAL_SECONDS"]
+        == "5"
+    )
+    names = set(operator_env(rendered("metrics.enabled=false")))
     assert "EDGESPEC_TELEMETRY_URL" not in names  # no server to report to: K stays the profiles' choice
 
 
@@ -200,10 +212,7 @@ def test_the_operator_container_is_accepted_with_the_chart_env(
     from edgespec.handlers.reconcile import Reconciler
     from edgespec.settings import OperatorSettings
 
-    docs = [d for d in yaml.safe_load_all(helm_template("1.34.0", *values)) if d]
-    (container,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
-        "containers"
-    ]
+    container = operator_container(rendered(*values))
     assert container["command"] == ["python", "-m", "edgespec.handlers"] and not container.get("args")
     for name in [n for n in os.environ if n.startswith("EDGESPEC_")]:
         monkeypatch.delenv(name)
