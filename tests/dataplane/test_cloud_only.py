@@ -89,6 +89,21 @@ async def test_the_verifier_generates_exactly_the_target_decoding_alone(
         assert "".join(line.get("text", "") for line in by_text) == text
 
 
+async def test_the_verifier_generates_with_sampling_too(verifier: TestServer) -> None:
+    """Temperature above 0: the target samples alone (no draft, so no draft distributions), and a
+    seed makes the text repeat."""
+    body = {"prompt": PROMPTS[2], "max_tokens": 12, "sampling": {"temperature": 0.9, "seed": 7}}
+    texts = []
+    for _ in range(2):
+        status, lines = await _generate_lines(verifier, body)
+        assert status == 200
+        assert not [line for line in lines if "error" in line], lines
+        assert lines[-1]["finish_reason"] in ("length", "stop")
+        assert 0 < sum(line.get("tokens", 0) for line in lines) <= 12
+        texts.append("".join(line.get("text", "") for line in lines))
+    assert texts[0] == texts[1]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "says"),
     [

@@ -445,6 +445,7 @@ async def _steps_on_engine_thread(
                 session_id=session_id,
                 tokens=context,
                 prompt_tokens=len(prompt),
+                draft_probs=None if sampling.greedy else [],  # no drafts: none to give distributions of
                 sampling=SamplingParams(temperature=sampling.temperature, seed=seed),
             )
             # Not counted in context_tokens: that counter covers verify rounds and session pre-reads.
