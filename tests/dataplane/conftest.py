@@ -1,7 +1,10 @@
 """Fixtures for the data-plane tests: real GGUF models (target from PyPI, drafts derived from it).
 
-Models load once per session; each test builds fresh apps (and Prometheus registries) around them.
-Threads are kept at 2 (this CI machine has 2 cores); tests run one at a time.
+Models load once per session (per pytest worker); each test builds fresh apps (and Prometheus
+registries) around them. One llama.cpp thread per model (``THREADS``): ``make test`` runs three
+workers on two cores, and ggml's threads spin while they wait for each other, so a second thread
+costs CPU the other workers need (three runs of the greedy exactness tests at once: 204 CPU-s and
+103 s on one thread each, 240 CPU-s and 122 s on two).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 TOKEN = "test-token-0123456789"
 DRAFT = "gemma3-270m-b16"
+THREADS = 1
 PROMPTS = [
     "The capital of France is",
     "def fibonacci(n):",
@@ -47,14 +51,14 @@ def draft_file() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(target_file: Path) -> Iterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(target_file, n_ctx=512, n_threads=2, max_sessions=4)
+    engine = LlamaCppEngine(target_file, n_ctx=512, n_threads=THREADS, max_sessions=4)
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="session")
 def draft_runtime(draft_file: Path) -> Iterator[LlamaRuntime]:
-    runtime = LlamaRuntime(draft_file, n_ctx=512, n_threads=2)
+    runtime = LlamaRuntime(draft_file, n_ctx=512, n_threads=THREADS)
     yield runtime
     runtime.close()
 

@@ -13,7 +13,7 @@ from edgespec_edge.loop import VerifierClient
 from edgespec_edge.power import NominalSensor
 from edgespec_edge.profiler import DraftUnderTest, load_prompts, measure_draft, write_yaml
 
-from .conftest import DRAFT, TOKEN
+from .conftest import DRAFT, THREADS, TOKEN
 
 pytestmark = [pytest.mark.models, pytest.mark.cluster]
 
@@ -34,6 +34,7 @@ async def measured_profile(verifier: TestServer, draft_file: Path, tmp_path: Pat
             sensor=NominalSensor(15.0),
             speed_tokens=12,
             acceptance_tokens=12,
+            n_threads=THREADS,
         )
     finally:
         await client.close()

@@ -98,7 +98,7 @@ def _reference_model() -> Any:
     from edgespec_dev.drafts import target_path
     from llama_cpp import Llama
 
-    return Llama(str(target_path()), n_ctx=512, n_threads=2, verbose=False)
+    return Llama(str(target_path()), n_ctx=512, n_threads=1, verbose=False)
 
 
 @cache

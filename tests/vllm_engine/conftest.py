@@ -64,7 +64,7 @@ def engine(vllm_engine: VllmEngine) -> VllmEngine:
 @pytest.fixture(scope="session")
 def target_runtime() -> Iterator[LlamaRuntime]:
     """The GGUF target in llama.cpp: the tokenizer, and the llama.cpp engine's decoding for comparison."""
-    runtime = LlamaRuntime(target_path(), n_ctx=512, n_threads=2)
+    runtime = LlamaRuntime(target_path(), n_ctx=512, n_threads=1)  # beside the e2e tier: one thread
     yield runtime
     runtime.close()
 
