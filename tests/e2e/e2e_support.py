@@ -122,6 +122,10 @@ class Scenario:
         # Profile on a few prompts of our own, handed over as a user does (a ConfigMap named in
         # spec.profiling.promptsConfigMap): the profiler's built-in set takes minutes more per draft.
         spec.setdefault("profiling", {})["promptsConfigMap"] = PROMPTS_CONFIG_MAP
+        # One llama.cpp thread for the verifier too (its threads follow limits.cpu; the drafts and
+        # profilers have threads: 1): make test runs the vLLM tier beside this one on the same two
+        # cores, and ggml's threads spin while they wait for each other's share of them.
+        spec["verifier"].setdefault("resources", {}).setdefault("limits", {})["cpu"] = "1"
         classes = [
             c for c in spec["deviceClasses"] if c["nodeSelector"].get(LABEL_DEVICE_CLASS) == DEVICE_CLASS
         ]
