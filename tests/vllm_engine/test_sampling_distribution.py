@@ -96,5 +96,7 @@ def test_vllm_rejection_sampling_matches_target_distribution(
 
 
 def test_control_wrong_residual_is_caught(vllm_engine: VllmEngine, cases: list[Case]) -> None:
-    values = [run(vllm_engine, case, CONTROL_KEY, seed=1000 + i) for i, case in enumerate(cases)]
-    assert min(values) < 1e-6, f"the chi-square test missed a wrong residual: {values}"
+    """On the first prompt, whose p and q tell a wrong residual apart most clearly (p-value 2e-12 here;
+    the second prompt's 4e-6 was never the smaller), with the same rounds as the test itself."""
+    value = run(vllm_engine, cases[0], CONTROL_KEY, seed=1000)
+    assert value < 1e-6, f"the chi-square test missed a wrong residual: p-value {value:.2e}"
