@@ -35,9 +35,10 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 # Profiling is bounded by the sample itself: its Jobs run one at a time per class
 # (profiling.concurrencyPerClass), each within profiling.timeoutSeconds.
 PROMPTS_CONFIG_MAP = "e2e-profiling-prompts"
+# Two prompts: the scenario checks that profiling produces profiles the operator selects from, not
+# what they measure; each prompt costs each Job about 15 s of the two busy cores at four K.
 PROFILING_PROMPTS = [
     "Explain in two sentences why the sky is blue.",
-    "List three tips for keeping houseplants alive.",
     "Describe how a bicycle gear works.",
 ]
 READY_TIMEOUT_S = float(os.environ.get("EDGESPEC_E2E_READY_TIMEOUT", 600))
