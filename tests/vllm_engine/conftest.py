@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
-from dataplane.conftest import DRAFT, PROMPTS, TOKEN, client, drafter
+from dataplane.conftest import DRAFT, PROMPTS, THREADS, TOKEN, client, drafter
 from edgespec_dev.drafts import ensure, target_path
 from edgespec_edge.llama_kv import LlamaRuntime
 from edgespec_verifier.auth import TokenSource
@@ -64,14 +64,14 @@ def engine(vllm_engine: VllmEngine) -> VllmEngine:
 @pytest.fixture(scope="session")
 def target_runtime() -> Iterator[LlamaRuntime]:
     """The GGUF target in llama.cpp: the tokenizer, and the llama.cpp engine's decoding for comparison."""
-    runtime = LlamaRuntime(target_path(), n_ctx=512, n_threads=1)  # beside the e2e tier: one thread
+    runtime = LlamaRuntime(target_path(), n_ctx=512, n_threads=THREADS)
     yield runtime
     runtime.close()
 
 
 @pytest.fixture(scope="session")
 def draft_runtime() -> Iterator[LlamaRuntime]:
-    runtime = LlamaRuntime(ensure(DRAFT), n_ctx=512, n_threads=1)
+    runtime = LlamaRuntime(ensure(DRAFT), n_ctx=512, n_threads=THREADS)
     yield runtime
     runtime.close()
 
